@@ -1,0 +1,58 @@
+# Every target creates and uses the local virtual environment .venv: nothing is installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# nbgrader shells out to `alembic`, jupyter-book to `jupyter`: the venv's bin/ must be on PATH.
+export PATH := $(BIN):$(PATH)
+MATHJAX := _static/mathjax/tex-chtml.js
+
+.PHONY: help install book test lint lab exercises bench chromium clean
+
+help:
+	@echo "make book       build the HTML book into _build/html (warnings are errors)"
+	@echo "make test       install everything and run the whole test-suite"
+	@echo "make lab        open JupyterLab on the exercises (learners)"
+	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader (instructors)"
+	@echo "make bench      print the speed ratios of bench/"
+	@echo "make lint       ruff"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[course]'
+	$(BIN)/jupyter labextension list 2>&1 | grep -q nbgrader || true
+	touch $@
+
+install: $(VENV)/.installed
+
+# MathJax 3 from the npm registry, copied into a git-ignored static folder: the book typesets offline.
+$(MATHJAX):
+	mkdir -p .build/mathjax _static
+	npm install --silent --no-audit --no-fund --prefix .build/mathjax mathjax@3
+	rm -rf _static/mathjax && cp -r .build/mathjax/node_modules/mathjax/es5 _static/mathjax
+
+book: install $(MATHJAX)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# Debian's Chromium for the real-browser test (Playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+lint: install
+	$(BIN)/ruff check rnnlib tests bench
+
+test: install chromium book lint
+	$(BIN)/python -m pytest
+
+exercises: install
+	for a in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$a)" --force || exit 1; done
+
+lab: install
+	$(BIN)/jupyter lab exercises/
+
+bench: install
+	$(BIN)/python bench/lstm_speed.py
+
+clean:
+	rm -rf _build .build _static/mathjax
