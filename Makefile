@@ -12,7 +12,7 @@ MATHJAX := _static/mathjax/tex-chtml.js
 help:
 	@echo "make book       build the HTML book into _build/html (warnings are errors)"
 	@echo "make test       install everything and run the whole test-suite"
-	@echo "make lab        open JupyterLab on the exercises (learners)"
+	@echo "make lab        copy the exercises to my-work/ and open JupyterLab there (learners)"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader (instructors)"
 	@echo "make bench      print the speed ratios of bench/"
 	@echo "make lint       ruff"
@@ -21,7 +21,6 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[course]'
-	$(BIN)/jupyter labextension list 2>&1 | grep -q nbgrader || true
 	touch $@
 
 install: $(VENV)/.installed
@@ -48,8 +47,11 @@ test: install chromium book lint
 exercises: install
 	for a in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$a)" --force || exit 1; done
 
+# Learners work on a private copy (my-work/, git-ignored): pulling course updates never clobbers their answers,
+# and a notebook already there is never overwritten.
 lab: install
-	$(BIN)/jupyter lab exercises/
+	mkdir -p my-work && cp -rn exercises/. my-work/
+	$(BIN)/jupyter lab my-work/
 
 bench: install
 	$(BIN)/python bench/lstm_speed.py
