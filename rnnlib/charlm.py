@@ -6,7 +6,8 @@ The pieces, in the order the book uses them:
 - ``CharVocab``: characters <-> integer ids.
 - ``batches(data, seq_len, batch_size)``: random windows of the text, targets shifted by one character.
 - ``CharLSTM``: one-hot characters -> ``rnnlib.torch.LSTM`` -> a linear layer giving one logit per character.
-- ``train_charlm(...)``: cross-entropy on every position, RMSprop, a tqdm progress bar.
+- ``train_charlm(...)``: cross-entropy on every position, RMSprop, a tqdm progress bar;
+  ``evaluate(...)``: the same loss on held-out text.
 - ``sample(...)``: temperature sampling, one character at a time.
 - ``save_checkpoint`` / ``load_checkpoint``: weights + vocabulary + model configuration in one file.
 
@@ -110,6 +111,11 @@ class CharLSTM(nn.Module):
         return self.head(hs), state
 
 
+def next_char_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits (T, B, V) against the next characters y (T, B), in nats per character."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
 def train_charlm(
     model: CharLSTM,
     data: Tensor,
@@ -144,7 +150,7 @@ def train_charlm(
             for x, y in batches(data, seq_len, batch_size, generator):
                 x, y = x.to(device), y.to(device)
                 logits, _ = model(x)
-                loss = F.cross_entropy(logits.reshape(-1, model.vocab_size), y.reshape(-1))
+                loss = next_char_loss(logits, y)
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -159,6 +165,21 @@ def train_charlm(
             if len(losses) == total:
                 break
     return losses
+
+
+@torch.no_grad()
+def evaluate(model: CharLSTM, data: Tensor, seq_len: int = 100, batch_size: int = 64) -> float:
+    """Mean cross-entropy (nats per character) of predicting every next character of data: (N,)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches(data, seq_len, batch_size, torch.Generator().manual_seed(0)):
+        logits, _ = model(x.to(device))
+        total += next_char_loss(logits, y.to(device), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
 
 
 @torch.no_grad()

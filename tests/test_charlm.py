@@ -10,6 +10,7 @@ from rnnlib.charlm import (
     CharLSTM,
     CharVocab,
     batches,
+    evaluate,
     load_checkpoint,
     load_corpus,
     sample,
@@ -201,6 +202,22 @@ def test_short_training_lowers_the_loss():
     assert sum(losses[-3:]) / 3 < 0.3 * losses[0]
     # it learned the sentence: greedy decoding continues it (each character follows from the last two)
     assert sample(model, vocab, "the ", 30, temperature=1e-4) == text[: 4 + 30]
+
+
+def test_evaluate_is_the_mean_cross_entropy():
+    vocab = CharVocab(TEXT)
+    data = vocab.encode(TEXT * 5)
+    model = small_model(len(vocab))
+    with torch.no_grad():  # constant logits: every character gets probability 1/V, a loss of ln V
+        model.head.weight.zero_()
+        model.head.bias.fill_(0.3)
+    assert evaluate(model, data, seq_len=11, batch_size=4) == pytest.approx(math.log(len(vocab)), rel=1e-6)
+    with torch.no_grad():  # V-way softmax of the bias alone: the loss is the mean of -log p over the targets
+        model.head.bias.copy_(torch.linspace(-1, 1, len(vocab)))
+    log_p = torch.log_softmax(model.head.bias, dim=0)
+    targets = torch.cat([data[s + 1 : s + 12] for s in range(0, len(data) - 11, 11)])
+    expected = -log_p[targets].mean().item()
+    assert evaluate(model, data, seq_len=11, batch_size=4) == pytest.approx(expected, rel=1e-5)
 
 
 def test_max_steps_stops_training():
