@@ -295,10 +295,10 @@ def test_network_bad_shapes_raise_value_error(name):
         model(torch.randn(6, 2, 3, dtype=torch.float64))
 
     good, bad = torch.zeros(2, 2, 4), torch.zeros(1, 2, 4)  # num_layers=2, B=2, H=4
-    hx_cases = [(bad, good), (good, bad)] if name == "LSTM" else [(bad,)]
-    for hx in hx_cases:
-        with pytest.raises(ValueError, match=r"Expected hx.*\(2, 2, 4\), got \(1, 2, 4\)"):
-            model(torch.randn(6, 2, 3), hx if name == "LSTM" else hx[0])
+    hx_cases = [("h", (bad, good)), ("c", (good, bad))] if name == "LSTM" else [("h", bad)]
+    for label, hx in hx_cases:
+        with pytest.raises(ValueError, match=rf"hx \({label}\) of shape \(2, 2, 4\), got \(1, 2, 4\)"):
+            model(torch.randn(6, 2, 3), hx)
     with pytest.raises(ValueError, match=r"\(2, 4\), got \(2, 2, 4\)"):  # unbatched input wants (L, H)
         model(torch.randn(6, 3), (good, good) if name == "LSTM" else good)
     with pytest.raises(ValueError, match="Expected hx to be"):
