@@ -191,6 +191,24 @@ def test_same_init_given_the_same_seed(name, kwargs):
         assert torch.equal(a, b), k
 
 
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("RNN", (3, 4, 2, "relu", False, True, 0.0, False)),  # num_layers, nonlinearity, bias, batch_first
+        ("LSTM", (3, 4, 2, False, True, 0.0, False, 0)),  # bias, batch_first, dropout, bidirectional, proj
+        ("GRU", (3, 4, 2, False, True)),
+        ("RNNCell", (3, 4, False, "relu")),
+        ("LSTMCell", (3, 4, False)),
+        ("GRUCell", (3, 4, False)),
+    ],
+)
+def test_positional_arguments_mean_the_same(name, args):
+    ours, ref = getattr(rtorch, name)(*args), getattr(nn, name)(*args)
+    assert repr(ours) == repr(ref)
+    assert getattr(ours, "nonlinearity", None) == getattr(ref, "nonlinearity", None)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+
+
 @pytest.mark.parametrize("name, equation", [("RNN", "rnn_cell"), ("LSTM", "lstm_cell"), ("GRU", "gru_cell")])
 def test_gate_equations_come_from_rnnlib_equations(monkeypatch, name, equation):
     # One equation, one place: the network and its cell both call rnnlib.equations once per step and layer.
