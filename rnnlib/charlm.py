@@ -157,7 +157,7 @@ def train_charlm(
                 optimizer.step()
                 losses.append(loss.item())
                 bar.update()
-                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", refresh=False)
                 if len(losses) == total:
                     break
             if on_epoch_end is not None and len(losses) == (epoch + 1) * steps_per_epoch:
