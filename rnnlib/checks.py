@@ -197,16 +197,23 @@ def _qualname(owner: Any, attr: str) -> str:
     return f"{prefix}.{attr}"
 
 
+def _default_namespaces() -> list[dict]:
+    """The notebook's globals and those of rnnlib's modules (which import the equations by name)."""
+    names = [n for n in sys.modules if n == "__main__" or (n.startswith("rnnlib") and n != __name__)]
+    return [_getattr(sys.modules[n], "__dict__", {}) for n in names]
+
+
 @contextlib.contextmanager
-def forbid(*targets: tuple[Any, str], namespace: dict | None = None) -> Iterator[None]:
+def forbid(*targets: tuple[Any, str], namespaces: list[dict] | None = None) -> Iterator[None]:
     """Make each ``(module_or_class, "attribute")`` raise ForbiddenCall while the block runs.
 
-    Names in ``namespace`` (default: the notebook's ``__main__`` globals) bound to the same objects, e.g.
-    after ``from rnnlib.numpy import lstm_cell_forward``, are replaced too. Everything is restored on
-    exit, and the block fails even if the learner's code caught the ForbiddenCall.
+    Other names bound to the same objects are replaced too, in ``namespaces`` (default: the notebook's
+    ``__main__`` globals, e.g. after ``from rnnlib.numpy import lstm_cell_forward``, and rnnlib's modules,
+    so that ``rnnlib.torch`` cannot reach a forbidden equation either). Everything is restored on exit,
+    and the block fails even if the learner's code caught the ForbiddenCall.
     """
-    if namespace is None:
-        namespace = _getattr(sys.modules.get("__main__"), "__dict__", {})
+    if namespaces is None:
+        namespaces = _default_namespaces()
     calls: list[str] = []
     saved: list[tuple[Any, str, Any]] = []
 
@@ -219,16 +226,17 @@ def forbid(*targets: tuple[Any, str], namespace: dict | None = None) -> Iterator
 
     try:
         for owner, attr in targets:
-            if not _hasattr(owner, attr):
-                raise AttributeError(f"forbid: {_qualname(owner, attr)} does not exist")
             label = _qualname(owner, attr)
+            if not _hasattr(owner, attr):
+                raise AttributeError(f"forbid: {label} does not exist")
             original = _getattr(owner, attr)
             saved.append((owner, attr, original))
             _setattr(owner, attr, blocker(label))
-            for key, value in list(namespace.items()):
-                if value is original:
-                    saved.append((namespace, key, value))
-                    namespace[key] = blocker(label)
+            for namespace in namespaces:
+                for key, value in list(namespace.items()):
+                    if value is original:
+                        saved.append((namespace, key, value))
+                        namespace[key] = blocker(label)
         yield
     finally:
         for owner, attr, original in reversed(saved):

@@ -213,11 +213,11 @@ def test_forbid_raises_inside_and_restores_after():
     module = _reference_module()
     original = module.lstm_cell_forward
     with pytest.raises(checks.ForbiddenCall, match="^fake_reference.lstm_cell_forward is the reference"):
-        with checks.forbid((module, "lstm_cell_forward"), namespace={}):
+        with checks.forbid((module, "lstm_cell_forward"), namespaces=[]):
             module.lstm_cell_forward(1, 2)
     assert module.lstm_cell_forward is original
     assert module.lstm_cell_forward() == "reference result"
-    with checks.forbid((module, "lstm_cell_forward"), namespace={}):
+    with checks.forbid((module, "lstm_cell_forward"), namespaces=[]):
         assert module.sigmoid(3) == 3  # only the named attribute is blocked
 
 
@@ -231,7 +231,7 @@ def test_forbid_fails_even_when_the_learner_swallows_the_error():
             return "own answer"
 
     with pytest.raises(checks.ForbiddenCall, match="write the equations yourself"):
-        with checks.forbid((module, "lstm_cell_forward"), namespace={}):
+        with checks.forbid((module, "lstm_cell_forward"), namespaces=[]):
             assert sneaky() == "own answer"
 
 
@@ -239,7 +239,7 @@ def test_forbid_replaces_names_imported_into_the_notebook():
     module = _reference_module()
     namespace = {"lstm_cell_forward": module.lstm_cell_forward, "other": 1}
     with pytest.raises(checks.ForbiddenCall):
-        with checks.forbid((module, "lstm_cell_forward"), namespace=namespace):
+        with checks.forbid((module, "lstm_cell_forward"), namespaces=[namespace]):
             namespace["lstm_cell_forward"]()
     assert namespace["lstm_cell_forward"] is module.lstm_cell_forward
     assert namespace["other"] == 1
@@ -249,19 +249,33 @@ def test_forbid_restores_when_the_block_raises_and_checks_targets():
     module = _reference_module()
     original = module.lstm_cell_forward
     with pytest.raises(ZeroDivisionError):
-        with checks.forbid((module, "lstm_cell_forward"), namespace={}):
+        with checks.forbid((module, "lstm_cell_forward"), namespaces=[]):
             raise ZeroDivisionError
     assert module.lstm_cell_forward is original
     with pytest.raises(AttributeError, match="fake_reference.gru_cell_forward does not exist"):
-        with checks.forbid((module, "lstm_cell_forward"), (module, "gru_cell_forward"), namespace={}):
+        with checks.forbid((module, "lstm_cell_forward"), (module, "gru_cell_forward"), namespaces=[]):
             pass
     assert module.lstm_cell_forward is original
+
+
+def test_forbid_reaches_equations_imported_by_name_into_rnnlib():
+    """rnnlib.torch imports lstm_cell by name: forbidding rnnlib.equations.lstm_cell blocks it there too."""
+    import rnnlib.equations
+    import rnnlib.torch
+
+    cell = rnnlib.torch.LSTMCell(2, 3)
+    x = torch.zeros(1, 2)
+    with pytest.raises(checks.ForbiddenCall, match="rnnlib.equations.lstm_cell is the reference"):
+        with checks.forbid((rnnlib.equations, "lstm_cell")):
+            cell(x)
+    assert rnnlib.torch.lstm_cell is rnnlib.equations.lstm_cell
+    assert cell(x)[0].shape == (1, 3)
 
 
 def test_forbid_blocks_torch_functions():
     x = torch.zeros(2)
     with pytest.raises(checks.ForbiddenCall, match="torch.sigmoid is the reference"):
-        with checks.forbid((torch, "sigmoid"), namespace={}):
+        with checks.forbid((torch, "sigmoid"), namespaces=[]):
             torch.sigmoid(x)
     assert torch.sigmoid(x)[0].item() == 0.5
 
