@@ -15,9 +15,9 @@ from sphinx.errors import ConfigError
 
 
 def _keep_only_mathjax_path(app: Sphinx, config: Config) -> None:
-    mathjax_path = Path(app.confdir, "_static", config.mathjax_path)
-    if "://" not in config.mathjax_path and not mathjax_path.is_file():
-        raise ConfigError(f"MathJax not found at {mathjax_path}: run `make book` (it installs MathJax 3 from npm).")
+    local = Path(app.confdir, "_static", config.mathjax_path)
+    if "://" not in config.mathjax_path and not local.is_file():
+        raise ConfigError(f"MathJax not found at {local}: run `make book` (it installs MathJax 3 from npm)")
     config.html_js_files = [f for f in config.html_js_files if not str(f).startswith("mathjax/")]
     config.html_static_path = list(dict.fromkeys(config.html_static_path))
 
