@@ -170,8 +170,9 @@ def gradient_norms(
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
     torch.manual_seed(seed)
     module = _MODULES[cell](input_size, hidden_size, dtype=torch.float64)
-    with torch.no_grad():
-        module.bias_ih_l0[hidden_size : 2 * hidden_size] += forget_bias  # gate order i, f, g, o
+    if forget_bias:
+        with torch.no_grad():
+            module.bias_ih_l0[hidden_size : 2 * hidden_size] += forget_bias  # gate order i, f, g, o
     x = torch.randn(seq_len, input_size, dtype=torch.float64)
     return state_jacobian_norms(module, x)
 
