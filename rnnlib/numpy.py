@@ -30,10 +30,28 @@ GATE_NAMES = {  # the book's per-gate form: each W acts on [h_{t-1}, x_t], in Py
 }
 
 __all__ = [
-    "sigmoid", "tanh", "dsigmoid", "dtanh", "init_params", "params_from_torch", "split_gates",
-    "stack_gates", "rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward", "lstm_cell_backward",
-    "gru_cell_forward", "gru_cell_backward", "rnn_forward", "rnn_backward", "lstm_forward",
-    "lstm_backward", "gru_forward", "gru_backward", "numerical_gradient", "rel_error",
+    "sigmoid",
+    "tanh",
+    "dsigmoid",
+    "dtanh",
+    "init_params",
+    "params_from_torch",
+    "split_gates",
+    "stack_gates",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_forward",
+    "gru_backward",
+    "numerical_gradient",
+    "rel_error",
 ]
 
 
@@ -114,10 +132,15 @@ def params_from_torch(module_or_state_dict, layer: int = 0) -> Params:
         state = state.state_dict()
     suffix = f"_l{layer}" if f"weight_ih_l{layer}" in state else ""
     if "weight_ih" + suffix not in state:
-        raise ValueError(f"no weights for layer {layer}: expected 'weight_ih_l{layer}' (or 'weight_ih' for a "
-                         f"cell) among the keys {sorted(state)}")
-    params = {name: state[name + suffix].detach().cpu().double().numpy().copy()
-              for name in PARAM_NAMES if name + suffix in state}
+        raise ValueError(
+            f"no weights for layer {layer}: expected 'weight_ih_l{layer}' (or 'weight_ih' for a "
+            f"cell) among the keys {sorted(state)}"
+        )
+    params = {
+        name: state[name + suffix].detach().cpu().double().numpy().copy()
+        for name in PARAM_NAMES
+        if name + suffix in state
+    }
     for name in ("bias_ih", "bias_hh"):
         params.setdefault(name, np.zeros(params["weight_hh"].shape[0]))
     return params
@@ -149,7 +172,9 @@ def stack_gates(gates: dict[str, np.ndarray], mode: str) -> Params:
     The summed bias b_k goes to bias_ih; bias_hh is zero except the GRU's n block, which holds b_hn.
     """
     G = _check_mode(mode)
-    expected = {f"{p}_{name}" for name in GATE_NAMES[mode] for p in "Wb"} | ({"b_hn"} if mode == "gru" else set())
+    expected = {f"{p}_{name}" for name in GATE_NAMES[mode] for p in "Wb"} | (
+        {"b_hn"} if mode == "gru" else set()
+    )
     if set(gates) != expected:
         raise ValueError(f"{mode} gates: expected keys {sorted(expected)}, got {sorted(gates)}")
     W = [np.asarray(gates[f"W_{name}"], dtype=np.float64) for name in GATE_NAMES[mode]]
@@ -160,7 +185,9 @@ def stack_gates(gates: dict[str, np.ndarray], mode: str) -> Params:
     params = {
         "weight_ih": np.concatenate([w[:, H:] for w in W]),
         "weight_hh": np.concatenate([w[:, :H] for w in W]),
-        "bias_ih": np.concatenate([np.asarray(gates[f"b_{name}"], dtype=np.float64) for name in GATE_NAMES[mode]]),
+        "bias_ih": np.concatenate(
+            [np.asarray(gates[f"b_{name}"], dtype=np.float64) for name in GATE_NAMES[mode]]
+        ),
         "bias_hh": np.zeros(G * H),
     }
     if mode == "gru":
@@ -176,8 +203,11 @@ def _check_params(params: Params, G: int) -> tuple[int, int]:
     """Validate keys, shapes and values of PyTorch-layout params; returns (D, H)."""
     if not isinstance(params, dict) or set(params) != set(PARAM_NAMES):
         keys = sorted(params) if isinstance(params, dict) else type(params).__name__
-        hint = " (per-gate W_*/b_* found: convert with stack_gates)" if isinstance(params, dict) and any(
-            str(k).startswith("W_") for k in params) else ""
+        hint = (
+            " (per-gate W_*/b_* found: convert with stack_gates)"
+            if isinstance(params, dict) and any(str(k).startswith("W_") for k in params)
+            else ""
+        )
         raise ValueError(f"params: expected the keys {list(PARAM_NAMES)}, got {keys}{hint}")
     W_hh = np.asarray(params["weight_hh"])
     if W_hh.ndim != 2 or W_hh.shape[0] != G * W_hh.shape[1]:
@@ -214,9 +244,14 @@ def _prepare(mode: str, x, params: Params, states: dict) -> tuple[np.ndarray, li
     B = x.shape[1]
     x = _check_array("x", x, x.shape)
     dtype = np.result_type(x, *params.values())
-    ready = [np.zeros((B, H), dtype) if s is None else _check_array(name, s, (B, H)) for name, s in states.items()]
-    return x.astype(dtype, copy=False), [s.astype(dtype, copy=False) for s in ready], {
-        k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+    ready = [
+        np.zeros((B, H), dtype) if s is None else _check_array(name, s, (B, H)) for name, s in states.items()
+    ]
+    return (
+        x.astype(dtype, copy=False),
+        [s.astype(dtype, copy=False) for s in ready],
+        {k: np.asarray(v, dtype=dtype) for k, v in params.items()},
+    )
 
 
 def _input_projection(x: np.ndarray, params: Params, bias: np.ndarray) -> np.ndarray:
@@ -225,7 +260,9 @@ def _input_projection(x: np.ndarray, params: Params, bias: np.ndarray) -> np.nda
     return (x.reshape(T * B, D) @ params["weight_ih"].T + bias).reshape(T, B, -1)
 
 
-def _param_grads(x: np.ndarray, h_prevs: np.ndarray, da_x: np.ndarray, da_h: np.ndarray, params: Params) -> Grads:
+def _param_grads(
+    x: np.ndarray, h_prevs: np.ndarray, da_x: np.ndarray, da_h: np.ndarray, params: Params
+) -> Grads:
     """Gradients of all steps at once from da_x = dL/d(W_ih x_t + b_ih) and da_h = dL/d(W_hh h_{t-1} + b_hh).
 
     x (T, B, D), h_prevs (T, B, H) = h_{t-1} for each t, da_x and da_h (T, B, G·H).
@@ -303,8 +340,9 @@ def lstm_forward(x, h0, c0, params: Params) -> tuple[np.ndarray, tuple[np.ndarra
     return hs, (h, c), {"x": x, "h0": h0, "c0": c0, "hs": hs, "cs": cs, "gates": gates, "params": params}
 
 
-def _lstm_step_backward(dh: np.ndarray, dc: np.ndarray, c_prev: np.ndarray, c: np.ndarray, gates: tuple,
-                        da: np.ndarray) -> np.ndarray:
+def _lstm_step_backward(
+    dh: np.ndarray, dc: np.ndarray, c_prev: np.ndarray, c: np.ndarray, gates: tuple, da: np.ndarray
+) -> np.ndarray:
     """One step of LSTM backprop: writes dL/da (B, 4H), gates i, f, g, o, into da; returns dL/dc_{t-1}."""
     i, f, g, o = gates
     H = c.shape[-1]
@@ -356,8 +394,9 @@ def gru_forward(x, h0, params: Params) -> tuple[np.ndarray, np.ndarray, Cache]:
     return hs, h, {"x": x, "h0": h0, "hs": hs, "a_hs": a_hs, "gates": gates, "params": params}
 
 
-def _gru_step_backward(dh: np.ndarray, h_prev: np.ndarray, a_hn: np.ndarray, gates: tuple,
-                       da_x: np.ndarray, da_h: np.ndarray) -> np.ndarray:
+def _gru_step_backward(
+    dh: np.ndarray, h_prev: np.ndarray, a_hn: np.ndarray, gates: tuple, da_x: np.ndarray, da_h: np.ndarray
+) -> np.ndarray:
     """One step of GRU backprop: writes dL/da_x and dL/da_h (B, 3H, gates r, z, n); returns the direct part
     of dL/dh_{t-1} (through z_t ⊙ h_{t-1}; the part through W_hh is added by the caller).
     """
@@ -448,8 +487,10 @@ def numerical_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     Each entry of x is perturbed in place and restored, so x must be a float64 array that f uses.
     """
     if not isinstance(x, np.ndarray) or x.dtype != np.float64:
-        raise ValueError(f"x must be a float64 numpy array perturbed in place, got {type(x).__name__} "
-                         f"{getattr(x, 'dtype', '')}")
+        raise ValueError(
+            f"x must be a float64 numpy array perturbed in place, got {type(x).__name__} "
+            f"{getattr(x, 'dtype', '')}"
+        )
     grad = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
         old = x[idx]
