@@ -1,4 +1,4 @@
-"""Speed of rnnlib against torch.nn on this machine, as ratios measured in the same run (printed, never asserted).
+"""Speed of rnnlib against torch.nn on this machine: ratios measured in the same run, printed, never asserted.
 
     .venv/bin/python bench/lstm_speed.py [--repeats 20]
 
@@ -39,7 +39,10 @@ def gemm_peak(dtype, repeats: int) -> float:
 
 def numpy_case(mode: str, dtype, x: np.ndarray, module: torch.nn.Module):
     params = {k: v.astype(dtype) for k, v in rnp.params_from_torch(module).items()}
-    forward = {"lstm": lambda: rnp.lstm_forward(x, None, None, params), "gru": lambda: rnp.gru_forward(x, None, params)}
+    forward = {
+        "lstm": lambda: rnp.lstm_forward(x, None, None, params),
+        "gru": lambda: rnp.gru_forward(x, None, params),
+    }
     backward = {"lstm": rnp.lstm_backward, "gru": rnp.gru_backward}[mode]
     dhs = np.ones((T, B, H), dtype)
 
@@ -78,7 +81,8 @@ def main() -> None:
         x_t = torch.randn(T, B, D, dtype=tdtype)
         x = x_t.numpy()
         per_mode = {}
-        for mode, ref_cls, our_cls in [("lstm", torch.nn.LSTM, rtorch.LSTM), ("gru", torch.nn.GRU, rtorch.GRU)]:
+        classes = [("lstm", torch.nn.LSTM, rtorch.LSTM), ("gru", torch.nn.GRU, rtorch.GRU)]
+        for mode, ref_cls, our_cls in classes:
             ref = ref_cls(D, H, dtype=tdtype)
             ours = our_cls(D, H, dtype=tdtype)
             ours.load_state_dict(ref.state_dict())
