@@ -49,9 +49,12 @@ exercises: install
 
 # Learners work on a private copy (my-work/, git-ignored): pulling course updates never clobbers their answers,
 # and a notebook already there is never overwritten.
+# WORK and LAB_ARGS exist for the test of this target (tests/test_lab.py): `make lab WORK=/tmp/w LAB_ARGS=--no-browser`.
+WORK ?= my-work
+LAB_ARGS ?=
 lab: install
-	mkdir -p my-work && cp -rn exercises/. my-work/
-	$(BIN)/jupyter lab my-work/
+	mkdir -p $(WORK) && cp -rn exercises/. $(WORK)/
+	$(BIN)/jupyter lab $(WORK)/ $(LAB_ARGS)
 
 bench: install
 	$(BIN)/python bench/lstm_speed.py
