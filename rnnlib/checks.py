@@ -9,10 +9,18 @@ notebook that later reassigns ``np.allclose`` (or any other numpy function) cann
 - ``diagnose_affine(student_fn, reference_fn, W, b, h_prev, x_t, name)``  for act(W·[h_{t-1}, x_t] + b):
   names the term (bias, input term, recurrent term, activation) that disagrees
 - ``forbid((module, "name"), ...)``              the reference implementations raise while learner code runs
-- ``random_cell_inputs(mode, B, D, H, seed)``, ``random_sequence(T, B, D, seed)``  seeded test data
+- ``lstm_reference`` / ``gru_reference``          every intermediate of one step, from rnnlib's equations
+- ``gate_reference(mode, gate)``                 one gate as fn(x_t, h_prev, W, b), for diagnose_affine
+- ``diagnose_lstm_cell`` / ``diagnose_gru_cell``  name the gate whose weights a cell wires wrongly
+- ``torch_rnn(mode, D, H, seed)``, ``run_torch(module, x, h0, c0)``  torch.nn as the independent reference
+- ``torch_gates(mode, D, H, seed)``              a seeded torch.nn module's weights, per gate
+- ``reference_functions(mode)``                  what ``forbid`` blocks while a learner's cell runs
+- ``random_cell_inputs``, ``random_gate_inputs``, ``random_sequence``  seeded test data
 
 Conventions: a gate function is called as ``fn(x_t, h_prev, W, b)`` with x_t: (B, D), h_prev: (B, H),
-W: (H, H + D) acting on the concatenation [h_{t-1}, x_t], b: (H,), and returns (B, H).
+W: (H, H + D) acting on the concatenation [h_{t-1}, x_t], b: (H,), and returns (B, H). A cell's weights
+are the book's per-gate dict of ``rnnlib.numpy.split_gates`` (LSTM W_f, b_f, W_i, b_i, W_c, b_c, W_o, b_o;
+GRU W_r, b_r, W_z, b_z, W_h, b_h, b_hn).
 """
 
 import builtins
@@ -22,6 +30,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
+
+from rnnlib import equations as _equations
+from rnnlib import numpy as rnp
 
 # The real helpers, captured once: learner code that rebinds np.<name> later does not change these.
 _ndarray = np.ndarray
@@ -44,7 +56,22 @@ _getattr = builtins.getattr
 _setattr = builtins.setattr
 _hasattr = builtins.hasattr
 
+# rnnlib's reference pieces, captured the same way.
+_lstm_cell = _equations.lstm_cell
+_gru_cell = _equations.gru_cell
+_from_numpy = torch.from_numpy
+_no_grad = torch.no_grad
+_sigmoid, _tanh = rnp.sigmoid, rnp.tanh
+_stack_gates, _split_gates, _params_from_torch = rnp.stack_gates, rnp.split_gates, rnp.params_from_torch
+_TORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+_TORCH_CELLS = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}
+_TORCH_FUNCTIONS = {"rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}
+
 _NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+_GATE_KEYS = {"lstm": ("f", "i", "c", "o"), "gru": ("r", "z", "h")}
+SATURATE = 40.0  # σ(±40) and tanh(±40) are 0 or 1 to within 5e-18: a gate switched fully off or on
 
 
 def _fmt(value: float) -> str:
@@ -193,8 +220,9 @@ class ForbiddenCall(AssertionError):
 
 
 def _qualname(owner: Any, attr: str) -> str:
-    prefix = _getattr(owner, "__name__", _type(owner).__name__)
-    return f"{prefix}.{attr}"
+    if _isinstance(owner, _type):  # a class: torch.nn.modules.rnn.LSTM.forward
+        return f"{owner.__module__}.{owner.__qualname__}.{attr}"
+    return f"{_getattr(owner, '__name__', _type(owner).__name__)}.{attr}"
 
 
 def _default_namespaces() -> list[dict]:
@@ -289,3 +317,297 @@ def random_gate_inputs(B: int, D: int, H: int, seed: int = 0, scale: float = 1.0
         "W": rng.uniform(-k, k, (H, H + D)),
         "b": rng.uniform(-k, k, H),
     }
+
+
+# --- references from rnnlib's equations ---------------------------------------------------------------------
+
+
+def _preactivations(x_t: np.ndarray, h_prev: np.ndarray, gates: dict, mode: str) -> tuple[np.ndarray, ...]:
+    """PyTorch's split form W_ih x_t + b_ih and W_hh h_{t-1} + b_hh of the book's per-gate weights."""
+    p = _stack_gates(gates, mode)
+    return x_t @ p["weight_ih"].T + p["bias_ih"], h_prev @ p["weight_hh"].T + p["bias_hh"]
+
+
+def lstm_reference(x_t: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, gates: dict) -> dict:
+    """One LSTM step by rnnlib.equations: f_t, i_t, c_tilde, o_t, c_t, h_t, each (B, H)."""
+    a_x, a_h = _preactivations(x_t, h_prev, gates, "lstm")
+    h_t, c_t, (i_t, f_t, c_tilde, o_t) = _lstm_cell(a_x + a_h, c_prev, _sigmoid, _tanh)
+    return {"f_t": f_t, "i_t": i_t, "c_tilde": c_tilde, "o_t": o_t, "c_t": c_t, "h_t": h_t}
+
+
+def gru_reference(x_t: np.ndarray, h_prev: np.ndarray, gates: dict) -> dict:
+    """One GRU step by rnnlib.equations (PyTorch's convention): r_t, z_t, h_tilde, h_t, each (B, H)."""
+    a_x, a_h = _preactivations(x_t, h_prev, gates, "gru")
+    h_t, (r_t, z_t, h_tilde) = _gru_cell(a_x, a_h, h_prev, _sigmoid, _tanh)
+    return {"r_t": r_t, "z_t": z_t, "h_tilde": h_tilde, "h_t": h_t}
+
+
+def _constant_gates(mode: str, H: int, D: int, **biases: float) -> dict:
+    """Per-gate weights all zero, with constant biases (e.g. f=SATURATE switches the forget gate on)."""
+    gates = {}
+    for g in _GATE_KEYS[mode]:
+        gates[f"W_{g}"] = np.zeros((H, H + D))
+        gates[f"b_{g}"] = np.full(H, _float(biases.get(g, 0.0)))
+    if mode == "gru":
+        gates["b_hn"] = np.zeros(H)
+    return gates
+
+
+_GATE_OUTPUT = {"lstm": {"f": "f_t", "i": "i_t", "c": "c_tilde", "o": "o_t"}, "gru": {"r": "r_t", "z": "z_t"}}
+
+
+def gate_reference(mode: str, gate: str) -> Callable:
+    """The reference of one gate as ``fn(x_t, h_prev, W, b)``, for ``diagnose_affine``.
+
+    mode "lstm": gate "f", "i", "c" (candidate c̃_t, tanh) or "o"; mode "gru": "r", "z", or "h" (the candidate
+    h̃_t with r_t = 1 and b_hn = 0, where it is tanh(W_h·[h_{t-1}, x_t] + b_h)).
+    """
+    if gate not in _GATE_KEYS.get(mode, ()):
+        raise ValueError(f"gate_reference: unknown gate {gate!r} for mode {mode!r}")
+
+    def reference(x_t: np.ndarray, h_prev: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        H, D = h_prev.shape[-1], x_t.shape[-1]
+        gates = _constant_gates(mode, H, D, r=SATURATE)  # r_t = 1 for the GRU candidate
+        gates[f"W_{gate}"], gates[f"b_{gate}"] = W, b
+        if mode == "lstm":
+            return lstm_reference(x_t, h_prev, _zeros_like(h_prev), gates)[_GATE_OUTPUT[mode][gate]]
+        if gate == "h":
+            return gru_reference(x_t, h_prev, gates | {"b_z": np.full(H, -SATURATE)})["h_t"]
+        return gru_reference(x_t, h_prev, gates)[_GATE_OUTPUT[mode][gate]]
+
+    return reference
+
+
+def _swapped(gates: dict, g1: str, g2: str) -> dict:
+    """The per-gate weights with the W and b of gates g1 and g2 exchanged."""
+    out = dict(gates)
+    for part in ("W", "b"):
+        out[f"{part}_{g1}"], out[f"{part}_{g2}"] = gates[f"{part}_{g2}"], gates[f"{part}_{g1}"]
+    return out
+
+
+def _diagnose_cell(
+    student_fn: Callable,
+    reference_fn: Callable,
+    inputs: tuple,
+    gates: dict,
+    name: str,
+    labels: tuple[str, ...],
+    hypotheses: dict[str, tuple[dict, dict]],
+    isolations: dict[str, dict],
+    combine_hint: str,
+    atol: float,
+    rtol: float,
+) -> None:
+    """Compare ``student_fn(*inputs, gates)`` with ``reference_fn(*inputs, gates)`` (a tuple of outputs).
+
+    On a mismatch, first try ``hypotheses``, label -> (student's gates, reference's gates) reproducing a
+    typical mistake (two gates swapped, say): the first that makes both agree is the message. Else run
+    ``isolations`` (label -> gates where only one gate varies) and name those that disagree.
+    """
+
+    def outputs(student_gates: dict) -> tuple:
+        out = student_fn(*inputs, student_gates)
+        if len(labels) == 1:
+            return (out,)
+        if _type(out) is not builtins.tuple or len(out) != len(labels):
+            raise AssertionError(f"{name}: expected a tuple ({', '.join(labels)}), got {_type(out).__name__}")
+        return out
+
+    def mismatch(student_gates: dict, reference_gates: dict) -> str | None:
+        expected = reference_fn(*inputs, reference_gates)
+        for got, exp, label in zip(outputs(student_gates), expected, labels, strict=True):
+            where = name if len(labels) == 1 else f"{name} ({label})"
+            _check_form(got, exp, where)
+            message = _value_error(got, exp, where, atol, rtol)
+            if message is not None:
+                return message
+        return None
+
+    full = mismatch(gates, gates)
+    if full is None:
+        return
+    if len(labels) == 2:
+        actual, expected = outputs(gates), reference_fn(*inputs, gates)
+        if all(
+            _value_error(g, e, name, atol, rtol) is None for g, e in zip(actual[::-1], expected, strict=True)
+        ):
+            raise AssertionError(
+                f"{name}: the outputs are swapped — return ({', '.join(labels)}) in this order"
+            )
+    for label, (student_gates, reference_gates) in hypotheses.items():
+        if mismatch(student_gates, reference_gates) is None:
+            raise AssertionError(f"{name}: {label}. Details: {full}")
+    wrong = [label for label, isolated in isolations.items() if mismatch(isolated, isolated) is not None]
+    if not wrong:
+        raise AssertionError(
+            f"{name}: each gate alone is right but together they are not — {combine_hint}. {full}"
+        )
+    one = len(wrong) == 1
+    raise AssertionError(
+        f"{name}: wrong when only {' / '.join(wrong)} varies (the other gates switched fully on or off) — "
+        f"check the weights you pass to {'that gate' if one else 'those gates'} and where "
+        f"{'its output goes' if one else 'their outputs go'}. Details: {full}"
+    )
+
+
+_LSTM_TITLES = {
+    "f": "the forget gate (W_f, b_f)",
+    "i": "the input gate (W_i, b_i)",
+    "c": "the candidate (W_c, b_c)",
+    "o": "the output gate (W_o, b_o)",
+}
+_GRU_TITLES = {
+    "r": "the reset gate (W_r, b_r)",
+    "z": "the update gate (W_z, b_z)",
+    "h": "the candidate (W_h, b_h)",
+}
+
+
+def _swap_hypotheses(gates: dict, titles: dict) -> dict[str, tuple[dict, dict]]:
+    keys = builtins.list(titles)
+    return {
+        f"{titles[g1]} and {titles[g2]} are swapped — each receives the other's weights": (
+            _swapped(gates, g1, g2),
+            gates,
+        )
+        for n, g1 in enumerate(keys)
+        for g2 in keys[n + 1 :]
+    }
+
+
+def diagnose_lstm_cell(
+    student_fn: Callable,
+    x_t: np.ndarray,
+    h_prev: np.ndarray,
+    c_prev: np.ndarray,
+    gates: dict,
+    name: str = "lstm_cell_forward",
+    *,
+    atol: float = 1e-8,
+    rtol: float = 1e-6,
+) -> None:
+    """Check ``student_fn(x_t, h_prev, c_prev, gates) -> (h_t, c_t)`` against ``lstm_reference``.
+
+    On a mismatch the error names the mistake: outputs returned in the wrong order, two gates' weights
+    swapped, or else the gate(s) that disagree when only that gate varies while the others are switched
+    fully on or off (f_t, i_t, o_t, c̃_t ∈ {0, 1}); if every gate alone agrees, the way they are combined.
+    """
+
+    def reference(x_t, h_prev, c_prev, gates):
+        ref = lstm_reference(x_t, h_prev, c_prev, gates)
+        return ref["h_t"], ref["c_t"]
+
+    H, D, S = h_prev.shape[-1], x_t.shape[-1], SATURATE
+    # biases (f, i, c, o) of the switched gates: c_t = f_t ⊙ c_prev + i_t ⊙ c̃_t reduces to the varying gate
+    switched = {"f": (0.0, -S, 0.0, S), "i": (-S, 0.0, S, S), "c": (-S, S, 0.0, S), "o": (S, -S, 0.0, 0.0)}
+    isolations = {}
+    for g, (bf, bi, bc, bo) in switched.items():
+        isolated = _constant_gates("lstm", H, D, f=bf, i=bi, c=bc, o=bo)
+        isolated[f"W_{g}"], isolated[f"b_{g}"] = gates[f"W_{g}"], gates[f"b_{g}"]
+        isolations[_LSTM_TITLES[g]] = isolated
+    _diagnose_cell(
+        student_fn, reference, (x_t, h_prev, c_prev), gates, name, ("h_t", "c_t"),
+        _swap_hypotheses(gates, _LSTM_TITLES), isolations,
+        "check c_t = f_t ⊙ c_{t−1} + i_t ⊙ c̃_t and h_t = o_t ⊙ tanh(c_t)", atol, rtol,
+    )  # fmt: skip
+
+
+def diagnose_gru_cell(
+    student_fn: Callable,
+    x_t: np.ndarray,
+    h_prev: np.ndarray,
+    gates: dict,
+    name: str = "gru_cell_forward",
+    *,
+    atol: float = 1e-8,
+    rtol: float = 1e-6,
+) -> None:
+    """Check ``student_fn(x_t, h_prev, gates) -> h_t`` against ``gru_reference``, naming the mistake.
+
+    Recognised: z_t and 1 − z_t exchanged (another convention), b_hn left out, two gates' weights swapped;
+    else isolations: only z_t varies (candidate 0), only the candidate (z_t = 0, r_t = 1), only r_t (z_t = 0).
+    """
+
+    def reference(x_t, h_prev, gates):
+        return (gru_reference(x_t, h_prev, gates)["h_t"],)
+
+    H, D, S = h_prev.shape[-1], x_t.shape[-1], SATURATE
+    flipped_z = gates | {"W_z": -gates["W_z"], "b_z": -gates["b_z"]}  # σ(−a) = 1 − σ(a)
+    hypotheses = {
+        "z_t and 1 − z_t are exchanged — in PyTorch's convention z_t multiplies the old state h_{t−1} and "
+        "1 − z_t the candidate h̃_t": (flipped_z, gates),
+        "b_hn is missing — it is added to W_hn h_{t−1} inside the reset gate's product": (
+            gates,
+            gates | {"b_hn": _zeros_like(gates["b_hn"])},
+        ),
+    } | _swap_hypotheses(gates, _GRU_TITLES)
+    only_z = _constant_gates("gru", H, D) | {"W_z": gates["W_z"], "b_z": gates["b_z"]}
+    only_h = _constant_gates("gru", H, D, r=S, z=-S) | {k: gates[k] for k in ("W_h", "b_h", "b_hn")}
+    only_r = _constant_gates("gru", H, D, z=-S) | {k: gates[k] for k in ("W_r", "b_r", "W_h", "b_h", "b_hn")}
+    isolations = {
+        _GRU_TITLES["z"]: only_z,
+        "the candidate (W_h, b_h, b_hn)": only_h,
+        _GRU_TITLES["r"]: only_r,
+    }
+    _diagnose_cell(
+        student_fn, reference, (x_t, h_prev), gates, name, ("h_t",), hypotheses, isolations,
+        "check h_t = (1 − z_t) ⊙ h̃_t + z_t ⊙ h_{t−1}", atol, rtol,
+    )  # fmt: skip
+
+
+# --- torch.nn as the independent reference ------------------------------------------------------------------
+
+
+def torch_rnn(mode: str, D: int, H: int, seed: int = 0) -> torch.nn.Module:
+    """A seeded one-layer float64 ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (PyTorch's own initialisation)."""
+    if mode not in _TORCH_MODULES:
+        raise ValueError(f"mode must be one of {sorted(_TORCH_MODULES)}, got {mode!r}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    module = _TORCH_MODULES[mode](D, H).double()
+    torch.random.set_rng_state(generator_state)
+    return module
+
+
+def run_torch(module: torch.nn.Module, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None = None) -> tuple:
+    """Run a torch.nn recurrent module on numpy inputs x: (T, B, D), h0 (and c0): (B, H).
+
+    Returns float64 numpy arrays hs (T, B, H), h_T (B, H), and c_T (B, H) for an LSTM.
+    """
+    h = _from_numpy(_asarray(h0, dtype=_float64))[None]
+    hx = h if c0 is None else (h, _from_numpy(_asarray(c0, dtype=_float64))[None])
+    with _no_grad():
+        hs, state = module(_from_numpy(_asarray(x, dtype=_float64)), hx)
+    if c0 is None:
+        return hs.numpy(), state[0].numpy()
+    return hs.numpy(), state[0][0].numpy(), state[1][0].numpy()
+
+
+def torch_gates(mode: str, D: int, H: int, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """The weights of ``torch_rnn(mode, D, H, seed)`` in the book's per-gate form, times ``scale``.
+
+    Converted with ``rnnlib.numpy.params_from_torch`` and ``split_gates``; a large ``scale`` gives large
+    pre-activations (saturated gates).
+    """
+    gates = _split_gates(_params_from_torch(torch_rnn(mode, D, H, seed)), mode)
+    return {key: scale * value for key, value in gates.items()}
+
+
+def reference_functions(mode: str) -> list[tuple[Any, str]]:
+    """The (owner, name) pairs a learner's ``mode`` cell must not call, for ``forbid``.
+
+    rnnlib.numpy's forward and backward passes, rnnlib.equations' cell, this module's reference, torch's
+    fused functions and the forward of torch.nn's module and cell.
+    """
+    if mode not in _TORCH_MODULES:
+        raise ValueError(f"mode must be one of {sorted(_TORCH_MODULES)}, got {mode!r}")
+    fused = _TORCH_FUNCTIONS[mode]
+    targets = [
+        (rnp, f"{mode}_{part}") for part in ("cell_forward", "forward", "cell_backward", "backward")
+    ]
+    targets += [(_equations, f"{mode}_cell"), (torch, fused), (torch, f"{fused}_cell")]
+    targets += [(_TORCH_MODULES[mode], "forward"), (_TORCH_CELLS[mode], "forward")]
+    if mode != "rnn":
+        targets.append((sys.modules[__name__], f"{mode}_reference"))
+    return targets

@@ -1,5 +1,6 @@
 """Each check of rnnlib.checks catches the mistake it is written for, with a message naming it."""
 
+import re
 import types
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from rnnlib import checks
+from rnnlib import numpy as rnp
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -304,3 +306,165 @@ def test_random_inputs_are_seeded_and_shaped():
     assert checks.random_sequence(4, 2, 3, seed=1).shape == (4, 2, 3)
     g = checks.random_gate_inputs(B=2, D=3, H=4, seed=0)
     assert g["W"].shape == (4, 7) and g["b"].shape == (4,)
+
+
+# --- references and cell diagnoses --------------------------------------------------------------------------
+
+
+def book_lstm_cell(x_t, h_prev, c_prev, gates, swap=None, order=("h", "c")):
+    """The book's LSTM step in closed form; ``swap`` exchanges two gates' weights, ``order`` the outputs."""
+    if swap:
+        gates = checks._swapped(gates, *swap)
+    v = np.concatenate([h_prev, x_t], axis=1)
+    f, i, o = (sigmoid(v @ gates[f"W_{g}"].T + gates[f"b_{g}"]) for g in "fio")
+    c_t = f * c_prev + i * np.tanh(v @ gates["W_c"].T + gates["b_c"])
+    out = {"h": o * np.tanh(c_t), "c": c_t}
+    return tuple(out[k] for k in order)
+
+
+def book_gru_cell(x_t, h_prev, gates, z_on_old=True, with_b_hn=True):
+    H = h_prev.shape[1]
+    v = np.concatenate([h_prev, x_t], axis=1)
+    r, z = (sigmoid(v @ gates[f"W_{g}"].T + gates[f"b_{g}"]) for g in "rz")
+    b_hn = gates["b_hn"] if with_b_hn else 0.0
+    n = np.tanh(x_t @ gates["W_h"][:, H:].T + gates["b_h"] + r * (h_prev @ gates["W_h"][:, :H].T + b_hn))
+    return (1 - z) * n + z * h_prev if z_on_old else z * n + (1 - z) * h_prev
+
+
+@pytest.fixture
+def lstm_case():
+    data = checks.random_cell_inputs("lstm", B=3, D=2, H=4, seed=5)
+    return data["x_t"], data["h_prev"], data["c_prev"], checks.torch_gates("lstm", D=2, H=4, seed=5)
+
+
+@pytest.fixture
+def gru_case():
+    data = checks.random_cell_inputs("gru", B=3, D=2, H=4, seed=6)
+    return data["x_t"], data["h_prev"], checks.torch_gates("gru", D=2, H=4, seed=6)
+
+
+def test_lstm_reference_matches_torch_lstm_cell(lstm_case):
+    x_t, h_prev, c_prev, _ = lstm_case
+    cell = torch.nn.LSTMCell(2, 4).double()
+    params = {k: v.detach().numpy() for k, v in cell.state_dict().items()}
+    gates = rnp.split_gates(params, "lstm")
+    h_ref, c_ref = cell(torch.from_numpy(x_t), (torch.from_numpy(h_prev), torch.from_numpy(c_prev)))
+    ref = checks.lstm_reference(x_t, h_prev, c_prev, gates)
+    np.testing.assert_allclose(ref["h_t"], h_ref.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(ref["c_t"], c_ref.detach().numpy(), atol=1e-12)
+    v = np.concatenate([h_prev, x_t], axis=1)
+    np.testing.assert_allclose(ref["f_t"], sigmoid(v @ gates["W_f"].T + gates["b_f"]), atol=1e-12)
+    np.testing.assert_allclose(ref["c_tilde"], np.tanh(v @ gates["W_c"].T + gates["b_c"]), atol=1e-12)
+
+
+def test_gru_reference_matches_torch_gru_cell(gru_case):
+    x_t, h_prev, _ = gru_case
+    cell = torch.nn.GRUCell(2, 4).double()
+    params = {k: v.detach().numpy() for k, v in cell.state_dict().items()}
+    gates = rnp.split_gates(params, "gru")
+    h_ref = cell(torch.from_numpy(x_t), torch.from_numpy(h_prev)).detach().numpy()
+    ref = checks.gru_reference(x_t, h_prev, gates)
+    np.testing.assert_allclose(ref["h_t"], h_ref, atol=1e-12)
+    np.testing.assert_allclose(book_gru_cell(x_t, h_prev, gates), h_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "mode, gate, act",
+    [("lstm", "f", sigmoid), ("lstm", "c", np.tanh), ("gru", "z", sigmoid), ("gru", "h", np.tanh)],
+)
+def test_gate_reference_is_the_closed_form(mode, gate, act):
+    g = checks.random_gate_inputs(B=2, D=3, H=4, seed=9, scale=3.0)
+    expected = act(np.concatenate([g["h_prev"], g["x_t"]], axis=1) @ g["W"].T + g["b"])
+    got = checks.gate_reference(mode, gate)(g["x_t"], g["h_prev"], g["W"], g["b"])
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown gate 'q'"):
+        checks.gate_reference(mode, "q")
+
+
+def test_torch_helpers_agree_with_torch(lstm_case):
+    x = checks.random_sequence(T=3, B=2, D=2, seed=1)
+    lstm = checks.torch_rnn("lstm", D=2, H=4, seed=5)
+    assert all(p.dtype == torch.float64 for p in lstm.parameters())
+    assert torch.equal(lstm.weight_hh_l0, checks.torch_rnn("lstm", D=2, H=4, seed=5).weight_hh_l0)
+    h0, c0 = np.zeros((2, 4)), np.ones((2, 4))
+    hs, h_T, c_T = checks.run_torch(lstm, x, h0, c0)
+    out, (h_n, c_n) = lstm(
+        torch.from_numpy(x),
+        (torch.zeros(1, 2, 4, dtype=torch.float64), torch.ones(1, 2, 4, dtype=torch.float64)),
+    )
+    assert hs.shape == (3, 2, 4) and type(hs) is np.ndarray
+    np.testing.assert_array_equal(hs, out.detach().numpy())
+    np.testing.assert_array_equal(c_T, c_n[0].detach().numpy())
+    gates = lstm_case[3]
+    np.testing.assert_array_equal(
+        checks.torch_gates("lstm", D=2, H=4, seed=5, scale=2.0)["W_o"], 2 * gates["W_o"]
+    )
+
+
+def test_diagnose_lstm_cell_accepts_the_book_cell(lstm_case):
+    checks.diagnose_lstm_cell(book_lstm_cell, *lstm_case)
+
+
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        (dict(swap=("f", "i")), "the forget gate (W_f, b_f) and the input gate (W_i, b_i) are swapped"),
+        (dict(swap=("c", "o")), "the candidate (W_c, b_c) and the output gate (W_o, b_o) are swapped"),
+        (dict(order=("c", "h")), "the outputs are swapped — return (h_t, c_t) in this order"),
+    ],
+)
+def test_diagnose_lstm_cell_names_the_mistake(lstm_case, mistake, message):
+    def student(*args):
+        return book_lstm_cell(*args, **mistake)
+
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.diagnose_lstm_cell(student, *lstm_case)
+
+
+def test_diagnose_lstm_cell_isolates_a_wrong_gate(lstm_case):
+    def wrong_output_gate(x_t, h_prev, c_prev, gates):
+        """The output gate with the columns of W_o permuted: a wrong product W_o·[h_{t−1}, x_t] there only."""
+        W_o = np.concatenate([gates["W_o"][:, 2:4], gates["W_o"][:, 0:2], gates["W_o"][:, 4:]], axis=1)
+        return book_lstm_cell(x_t, h_prev, c_prev, gates | {"W_o": W_o})
+
+    with pytest.raises(
+        AssertionError, match=r"wrong when only the output gate \(W_o, b_o\) varies .* that gate"
+    ):
+        checks.diagnose_lstm_cell(wrong_output_gate, *lstm_case)
+
+    def returns_one_array(*args):
+        return book_lstm_cell(*args)[0]
+
+    with pytest.raises(AssertionError, match=r"expected a tuple \(h_t, c_t\), got ndarray"):
+        checks.diagnose_lstm_cell(returns_one_array, *lstm_case)
+
+
+def test_diagnose_gru_cell(gru_case):
+    checks.diagnose_gru_cell(book_gru_cell, *gru_case)
+    with pytest.raises(AssertionError, match="z_t and 1 − z_t are exchanged"):
+        checks.diagnose_gru_cell(lambda *a: book_gru_cell(*a, z_on_old=False), *gru_case)
+    with pytest.raises(AssertionError, match="b_hn is missing"):
+        checks.diagnose_gru_cell(lambda *a: book_gru_cell(*a, with_b_hn=False), *gru_case)
+
+    def swapped_reset_update(x_t, h_prev, gates):
+        return book_gru_cell(x_t, h_prev, checks._swapped(gates, "r", "z"))
+
+    with pytest.raises(
+        AssertionError, match=r"the reset gate \(W_r, b_r\) and the update gate \(W_z, b_z\) are"
+    ):
+        checks.diagnose_gru_cell(swapped_reset_update, *gru_case)
+
+
+@pytest.mark.parametrize("mode", ["rnn", "lstm", "gru"])
+def test_reference_functions_exist_and_are_blocked(mode):
+    targets = checks.reference_functions(mode)
+    originals = [getattr(owner, attr) for owner, attr in targets]
+    module = checks.torch_rnn(mode, D=2, H=3)
+    with pytest.raises(
+        checks.ForbiddenCall, match=r"^torch\.nn\.modules\.rnn\.\w+\.forward is the reference"
+    ):
+        with checks.forbid(*targets):
+            module(torch.zeros(1, 1, 2, dtype=torch.float64))
+    assert [getattr(owner, attr) for owner, attr in targets] == originals
+    with pytest.raises(ValueError, match="mode must be one of"):
+        checks.reference_functions("transformer")
