@@ -6,6 +6,8 @@ notebook that later reassigns ``np.allclose`` (or any other numpy function) cann
 
 - ``assert_close(actual, expected, name)``      exact ndarray type, shape, finite values, then values
 - ``assert_scalar_close(actual, expected, name)`` the same for a Python/numpy float
+- ``assert_sequence_close(hs, expected, name)``  (T, B, H) states, naming the first time step that is off
+- ``strict_floats(name)``                        overflow or invalid values in the block fail with a message
 - ``diagnose_affine(student_fn, reference_fn, W, b, h_prev, x_t, name)``  for act(W·[h_{t-1}, x_t] + b):
   names the term (bias, input term, recurrent term, activation) that disagrees
 - ``forbid((module, "name"), ...)``              the reference implementations raise while learner code runs
@@ -46,6 +48,7 @@ _unravel_index = np.unravel_index
 _all = np.all
 _any = np.any
 _zeros_like = np.zeros_like
+_errstate = np.errstate
 _float64 = np.float64
 _floating = np.floating
 _default_rng = np.random.default_rng
@@ -137,6 +140,50 @@ def assert_scalar_close(
     if not (_type(actual) in (_float, builtins.int) or _isinstance(actual, _floating)):
         raise AssertionError(f"{name}: expected a number, got {_type(actual).__name__}")
     assert_close(_asarray(_float(actual)), expected, name, atol=atol, rtol=rtol)
+
+
+def assert_sequence_close(
+    actual: Any, expected: Any, name: str, *, atol: float = 1e-8, rtol: float = 1e-6
+) -> None:
+    """``assert_close`` for states over time (T, ...): on a mismatch, name the first step that is off.
+
+    A wrong first step points at the cell or the start state; a right first step followed by a wrong one
+    points at how the state is carried from one step to the next.
+    """
+    expected = _asarray(expected, dtype=_float64)
+    _check_form(actual, expected, name)
+    if _value_error(actual, expected, name, atol, rtol) is None:
+        return
+    t, detail = next(
+        (t, message)
+        for t in range(len(expected))
+        if (message := _value_error(actual[t], expected[t], f"{name}[{t}]", atol, rtol)) is not None
+    )
+    if t == 0:
+        hint = "already the first step is off — check the cell and the start state"
+    else:
+        hint = (
+            f"steps 0..{t - 1} agree, step {t} does not — does each step receive the state(s) the previous "
+            "step returned?"
+        )
+    raise AssertionError(f"{name}: {hint}. Details: {detail}")
+
+
+@contextlib.contextmanager
+def strict_floats(name: str) -> Iterator[None]:
+    """Run the block with numpy's overflow, invalid-value and divide-by-zero warnings turned into failures.
+
+    A learner's function that overflows (``np.exp(1000)``) fails with an AssertionError naming ``name``
+    instead of silently returning inf or NaN.
+    """
+    try:
+        with _errstate(over="raise", invalid="raise", divide="raise"):
+            yield
+    except FloatingPointError as error:
+        raise AssertionError(
+            f"{name}: numpy reported '{error}' — an intermediate value overflowed or became NaN. "
+            "Keep exp() away from large positive arguments (rewrite the formula for that side)"
+        ) from None
 
 
 def diagnose_affine(
@@ -447,7 +494,8 @@ def _diagnose_cell(
     raise AssertionError(
         f"{name}: wrong when only {' / '.join(wrong)} varies (the other gates switched fully on or off) — "
         f"check the weights you pass to {'that gate' if one else 'those gates'} and where "
-        f"{'its output goes' if one else 'their outputs go'}. Details: {full}"
+        f"{'its output goes' if one else 'their outputs go'} (if a gate's own test above fails, fix that "
+        f"first). Details: {full}"
     )
 
 
@@ -603,9 +651,7 @@ def reference_functions(mode: str) -> list[tuple[Any, str]]:
     if mode not in _TORCH_MODULES:
         raise ValueError(f"mode must be one of {sorted(_TORCH_MODULES)}, got {mode!r}")
     fused = _TORCH_FUNCTIONS[mode]
-    targets = [
-        (rnp, f"{mode}_{part}") for part in ("cell_forward", "forward", "cell_backward", "backward")
-    ]
+    targets = [(rnp, f"{mode}_{part}") for part in ("cell_forward", "forward", "cell_backward", "backward")]
     targets += [(_equations, f"{mode}_cell"), (torch, fused), (torch, f"{fused}_cell")]
     targets += [(_TORCH_MODULES[mode], "forward"), (_TORCH_CELLS[mode], "forward")]
     if mode != "rnn":

@@ -119,6 +119,59 @@ def test_assert_scalar_close():
         checks.assert_scalar_close("0.5", 0.5, "rho")
 
 
+def rnn_states(x, h0, W, b, carry=True):
+    """tanh RNN states over x: (T, B, D); with carry=False every step restarts from h0 (a typical slip)."""
+    hs, h = [], h0
+    for x_t in x:
+        h = np.tanh(np.concatenate([h if carry else h0, x_t], axis=1) @ W.T + b)
+        hs.append(h)
+    return np.stack(hs)
+
+
+def test_assert_sequence_close_names_the_first_wrong_step(inputs):
+    x = checks.random_sequence(T=4, B=3, D=4, seed=2)
+    W, b, h0 = inputs["W"], inputs["b"], inputs["h_prev"]
+    expected = rnn_states(x, h0, W, b)
+    checks.assert_sequence_close(rnn_states(x, h0, W, b), expected, "hs")
+    with pytest.raises(
+        AssertionError, match=r"hs: steps 0\.\.0 agree, step 1 does not .* previous step returned"
+    ):
+        checks.assert_sequence_close(rnn_states(x, h0, W, b, carry=False), expected, "hs")
+    with pytest.raises(
+        AssertionError, match=r"hs: already the first step is off .* Details: hs\[0\]: max abs"
+    ):
+        checks.assert_sequence_close(rnn_states(x, 0 * h0, W, b), expected, "hs")
+    late = expected.copy()
+    late[3, 1, 2] += 0.25
+    with pytest.raises(AssertionError, match=r"steps 0\.\.2 agree, step 3 does not.*index \(1, 2\)"):
+        checks.assert_sequence_close(late, expected, "hs")
+    with pytest.raises(AssertionError, match=r"hs: expected shape \(4, 3, 4\), got \(3, 4\)"):
+        checks.assert_sequence_close(expected[-1], expected, "hs")
+
+
+def test_strict_floats_turns_overflow_into_a_named_failure():
+    def naive_sigmoid(x):
+        return 1.0 / (1.0 + np.exp(-x))
+
+    before = np.geterr()
+    x = np.array([-1000.0, 0.0, 1000.0])
+    with pytest.raises(
+        AssertionError, match="sigmoid at ±1000: numpy reported 'overflow encountered in exp'"
+    ):
+        with checks.strict_floats("sigmoid at ±1000"):
+            naive_sigmoid(x)
+    with pytest.raises(AssertionError, match="invalid value"):
+        with checks.strict_floats("cell"):
+            np.array([np.inf]) - np.array([np.inf])
+    with checks.strict_floats("sigmoid"):
+        stable = sigmoid(x)
+    np.testing.assert_array_equal(stable, [0.0, 0.5, 1.0])
+    assert np.geterr() == before
+    with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
+        with checks.strict_floats("cell"):
+            raise ValueError("unrelated")
+
+
 # --- diagnose_affine ----------------------------------------------------------------------------------------
 
 
