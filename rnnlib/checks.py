@@ -160,13 +160,13 @@ def assert_sequence_close(
         if (message := _value_error(actual[t], expected[t], f"{name}[{t}]", atol, rtol)) is not None
     )
     if t == 0:
-        hint = "already the first step is off — check the cell and the start state"
+        hint = "already the first step is off — check the cell and the start state."
     else:
         hint = (
             f"steps 0..{t - 1} agree, step {t} does not — does each step receive the state(s) the previous "
             "step returned?"
         )
-    raise AssertionError(f"{name}: {hint}. Details: {detail}")
+    raise AssertionError(f"{name}: {hint} Details: {detail}")
 
 
 @contextlib.contextmanager
