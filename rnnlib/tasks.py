@@ -147,16 +147,22 @@ def train(
     optimizer: str = "adam",
     stop_below: float | None = None,
 ) -> list[float]:
-    """Train ``model`` on random minibatches of (x: (T, N, D), y: (N, ...)) for ``steps`` updates.
+    """Train ``model`` on random minibatches of (x: (T, N, D), y) for ``steps`` updates.
 
-    Adam (or "rmsprop"/"sgd") with learning rate ``lr``; gradients are clipped to norm ``clip`` (None: no
-    clipping). Minibatches are drawn with a generator seeded by ``seed``, so a model built under a fixed
-    seed trains the same way every time. With ``stop_below``, training ends early once the mean loss of
-    the last ``STOP_WINDOW`` steps is below it. Returns the loss of every step taken (``loss_fn``).
+    y holds one target per sequence, (N, ...), or, for a model with ``every_step`` set, one per step,
+    (T, N, ...) like the output of ``copy_task``. Adam (or "rmsprop"/"sgd") with learning rate ``lr``;
+    gradients are clipped to norm ``clip`` (None: no clipping). Minibatches are drawn with a generator
+    seeded by ``seed``, so a model built under a fixed seed trains the same way every time. With
+    ``stop_below``, training ends early once the mean loss of the last ``STOP_WINDOW`` steps is below it.
+    Returns the loss of every step taken (``loss_fn``).
     """
-    if x.dim() != 3 or y.dim() == 0 or x.shape[1] != y.shape[0]:
+    per_step = getattr(model, "every_step", False)
+    sample_dim = 1 if per_step else 0  # where y keeps its N samples
+    expected = x.shape[:2] if per_step else x.shape[1:2]
+    if x.dim() != 3 or y.shape[: sample_dim + 1] != expected:
+        targets = "(T, N, ...) for a model with every_step" if per_step else "(N, ...)"
         raise ValueError(
-            f"need x: (T, N, D) and y: (N, ...) with the same N, got {tuple(x.shape)}, {tuple(y.shape)}"
+            f"need x: (T, N, D) and y: {targets} with the same N, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
     if steps < 1 or not 1 <= batch_size <= x.shape[1]:
         raise ValueError(f"need steps >= 1 and 1 <= batch_size <= N={x.shape[1]}, got {steps}, {batch_size}")
@@ -173,7 +179,9 @@ def train(
     ) as bar:
         for _ in bar:
             idx = torch.randint(0, x.shape[1], (batch_size,), generator=g)
-            loss = loss_fn(model(x[:, idx].to(device)), y[idx].to(device))
+            x_batch = x[:, idx].to(device)
+            y_batch = y.index_select(sample_dim, idx.to(y.device)).to(device)
+            loss = loss_fn(model(x_batch), y_batch)
             opt.zero_grad()
             loss.backward()
             if clip is not None:
@@ -189,7 +197,8 @@ def train(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """The loss (``loss_fn``) of ``model`` on all of (x: (T, N, D), y: (N, ...)), without gradients."""
+    """The loss (``loss_fn``) of ``model`` on all of x: (T, N, D) and y: (N, ...) (or (T, N, ...) for a
+    model with ``every_step``), without gradients."""
     device = next(model.parameters()).device
     model.eval()
     return loss_fn(model(x.to(device)), y.to(device)).item()

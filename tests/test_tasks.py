@@ -220,11 +220,21 @@ def test_bad_input_raises_a_clear_error(call, match):
         call()
 
 
+def test_train_wants_per_step_targets_for_an_every_step_model():
+    x, y = copy_task(10, length=2, delay=1, n_symbols=3, seed=0)  # y: (T, N)
+    model = SequenceModel("gru", 5, 4, 5, every_step=True, seed=0)
+    with pytest.raises(ValueError, match=r"\(T, N, \.\.\.\) for a model with every_step"):
+        train(model, x, y[0], steps=1, batch_size=5, progress=False)  # one target per sequence: wrong
+    with pytest.raises(ValueError, match=r"y: \(N, \.\.\.\)"):
+        train(SequenceModel("gru", 5, 4, 5, seed=0), x, y, steps=1, batch_size=5, progress=False)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(x=torch.zeros(5, 10), y=torch.zeros(10)), r"x: \(T, N, D\)"),
         (dict(y=torch.zeros(9)), r"same N.*\(5, 10, 2\).*\(9,\)"),
+        (dict(y=torch.zeros(())), r"same N"),
         (dict(steps=0), "steps"),
         (dict(batch_size=11), "batch_size"),
         (dict(optimizer="lbfgs"), "optimizer"),
@@ -232,7 +242,11 @@ def test_bad_input_raises_a_clear_error(call, match):
 )
 def test_train_rejects_bad_input(kwargs, match):
     args = dict(
-        model=SequenceModel("rnn", 2, 4, 1, seed=0), x=torch.zeros(5, 10, 2), y=torch.zeros(10), steps=3
+        model=SequenceModel("rnn", 2, 4, 1, seed=0),
+        x=torch.zeros(5, 10, 2),
+        y=torch.zeros(10),
+        steps=3,
+        batch_size=5,
     )
     with pytest.raises(ValueError, match=match):
         train(**(args | kwargs), progress=False)
