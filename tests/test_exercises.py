@@ -9,8 +9,9 @@ submitted/<student>/<assignment>/, `nbgrader autograde`, `validate`, `generate_f
 exchange (release, fetch, submit, collect). Expected scores come from the points metadata of
 the source notebook and from which learner functions each test cell uses: a correct submission gets every
 autograded point, a blank one 0, one with a single wrong gate loses the test cells that (directly or through
-other functions) use it, a half-finished one loses the cells of the functions it left out. Written answers
-score 0 until graded by hand. Autograde timing lives in bench/autograde_time.py.
+other functions) use it, a half-finished one loses the cells of the functions it left out, a tamperer's edited
+test cells are restored and its deleted one scores 0. Written answers score 0 until graded by hand.
+Autograde timing lives in bench/autograde_time.py.
 """
 
 import ast
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE, RELEASE = ROOT / "solutions", ROOT / "exercises"
 ASSIGNMENTS = sorted(p.name for p in SOURCE.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 CLASS = ("03_lstm_gates", "04_gru_gates")  # the assignments graded for a whole simulated class
-STUDENTS = ("correct", "blank", "one_wrong", "partial")
+STUDENTS = ("correct", "blank", "one_wrong", "partial", "tamper")
 # nbgrader needs the venv's bin/ (alembic) on PATH
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 DELIMITERS = re.compile(r"(BEGIN|END) (SOLUTION|HIDDEN TESTS)")
@@ -143,8 +144,14 @@ class Assignment:
         return needed
 
     def expected_cells(self, broken: set[str]) -> dict[str, float]:
-        """Points of each autograded test cell when the names in ``broken`` are missing or wrong."""
-        return {gid: 0.0 if self.depends_on(gid) & broken else points for gid, points in self.tests.items()}
+        """Points of each autograded test cell when the names in ``broken`` are missing or wrong.
+
+        ``broken`` may also name a deleted test cell, "<deleted cell GRADE_ID>": nbgrader does not restore it.
+        """
+        return {
+            gid: 0.0 if self.depends_on(gid) & broken or f"<deleted cell {gid}>" in broken else points
+            for gid, points in self.tests.items()
+        }
 
     def broken_by(self, cells: set[str]) -> set[str]:
         return set().union(*(self.binds.get(gid, set()) for gid in cells))
@@ -231,8 +238,9 @@ def course(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("course")
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copytree(SOURCE, root / "solutions", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    for name in ASSIGNMENTS:
-        nbgrader("generate_assignment", name, cwd=root)
+    nbgrader(
+        "generate_assignment", "*", cwd=root
+    )  # every folder of solutions/, as the instructors chapter says
     return root
 
 
@@ -336,11 +344,18 @@ def submission(course: Path, a: Assignment, student: str) -> tuple[nbformat.Note
     for gid in answered:
         cells[gid].source = a.answers[gid]
     broken = a.broken_by(set(a.binds) - set(answered))
-    if student == "one_wrong":
+    if student in ("one_wrong", "tamper"):
         function = one_wrong_function(a)
         (gid,) = [g for g, names in a.binds.items() if function in names]
         cells[gid].source += perturbing_wrapper(function)
         broken = {function}
+    if student == "tamper":  # edits the failing test cells to `pass` and deletes a passing one
+        for gid, points in a.expected_cells(broken).items():
+            if points == 0:
+                cells[gid].source = "pass"
+        deleted = [gid for gid, points in a.expected_cells(broken).items() if points > 0][-1]
+        nb.cells.remove(cells[deleted])
+        broken.add(f"<deleted cell {deleted}>")
     return nb, broken
 
 
@@ -411,7 +426,11 @@ def test_solution_gets_full_marks_and_untouched_exercise_zero(graded, name):
 
 @pytest.mark.parametrize("name", CLASS)
 def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
-    """Per test cell in the gradebook and per student in grades.csv, for all four simulated students."""
+    """Per test cell in the gradebook and per student in grades.csv, for every simulated student.
+
+    The tamperer's edited test cells are restored from the gradebook (so they fail as they should) and the
+    test cell it deleted scores 0.
+    """
     a = LOADED[name]
     auto = sum(a.tests.values())
     for student in STUDENTS:
@@ -421,7 +440,7 @@ def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
         assert float(graded["rows"][student, name]["score"]) == sum(expected.values()), (student, name)
     totals = {s: sum(graded["expected"][s, name].values()) for s in STUDENTS}
     assert totals["correct"] == auto and totals["blank"] == 0  # the students span the range
-    assert 0 < totals["one_wrong"] < auto and 0 < totals["partial"] < auto
+    assert 0 < totals["tamper"] < totals["one_wrong"] < auto and 0 < totals["partial"] < auto
     assert one_wrong_function(a).endswith("_gate"), "the one-mistake student should get one gate wrong"
 
 
