@@ -14,7 +14,7 @@ help:
 	@echo "make test       install everything and run the whole test-suite"
 	@echo "make lab        copy the exercises to my-work/ and open JupyterLab there (learners)"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader (instructors)"
-	@echo "make bench      print the speed ratios of bench/"
+	@echo "make bench      print the speed ratios of bench/ (LSTM speed, autograde time)"
 	@echo "make lint       ruff"
 
 $(VENV)/.installed: pyproject.toml
@@ -58,6 +58,7 @@ lab: install
 
 bench: install
 	$(BIN)/python bench/lstm_speed.py
+	$(BIN)/python bench/autograde_time.py
 
 clean:
 	rm -rf _build .build _static/mathjax
