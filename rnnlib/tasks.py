@@ -3,11 +3,14 @@
 - ``adding_problem``: two channels, random values and a marker channel with exactly two 1s, one in each half
   of the sequence; the target is the sum of the two marked values (Hochreiter & Schmidhuber 1997; the
   version of Le, Jaitly & Hinton 2015). Always predicting 1 scores ``ADDING_BASELINE_MSE`` = 1/6.
-- ``copy_task``: read ``length`` symbols, wait ``delay`` steps, then write the symbols back.
+- ``copy_task``: read ``length`` symbols, wait ``delay`` steps, then write the symbols back; the best guess
+  without memory scores ``copy_baseline_loss``.
 - ``SequenceModel``: an rnnlib.torch RNN/LSTM/GRU with a linear head on the last hidden state (or on every
-  step); ``train`` (Adam, gradient clipping, tqdm bar) and ``evaluate``.
+  step); ``train`` (Adam, gradient clipping, seeded minibatches, tqdm bar, optional early stop) returns the
+  loss history, ``evaluate`` the loss on a whole set.
 
-Shapes are time-major like torch.nn: x (T, N, D); T time steps, N samples, D input channels.
+Shapes are time-major like torch.nn: x (T, N, D); T time steps, N samples, D input channels. Targets are
+y (N,) per sequence, or (T, N) per step for the copy task.
 """
 
 import math
