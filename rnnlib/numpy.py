@@ -257,7 +257,9 @@ def _prepare(mode: str, x, params: Params, states: dict) -> tuple[np.ndarray, li
 def _input_projection(x: np.ndarray, params: Params, bias: np.ndarray) -> np.ndarray:
     """W_ih x_t + bias for all time steps in one matrix product: (T, B, D) -> (T, B, G·H)."""
     T, B, D = x.shape
-    return (x.reshape(T * B, D) @ params["weight_ih"].T + bias).reshape(T, B, -1)
+    a_x = x.reshape(T * B, D) @ params["weight_ih"].T
+    a_x += bias  # in place: a second (T·B, G·H) array would cost more than the matrix product
+    return a_x.reshape(T, B, -1)
 
 
 def _param_grads(
@@ -288,6 +290,17 @@ def _final(value, cache: Cache, name: str) -> np.ndarray:
 
 
 # --- vanilla RNN -------------------------------------------------------------------------------------------
+#
+# Memory is the cost to watch: a fresh (B, G·H) array per step, or a fresh (T, B, H) array per local
+# derivative, costs more than the matrix products on a small machine. So the forward pass writes each step's
+# recurrent product into one reused buffer and adds it to the input projection in place, which leaves the
+# pre-activations of every step in the cache; the backward pass recomputes a step's gates from them (cheap)
+# instead of keeping T sets of gates alive.
+
+
+def _previous(first: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """The state before each step: (first, s_1, ..., s_{T-1}), shape (T, B, H)."""
+    return np.concatenate([first[None], states[:-1]])
 
 
 def rnn_forward(x, h0, params: Params) -> tuple[np.ndarray, np.ndarray, Cache]:
@@ -296,11 +309,12 @@ def rnn_forward(x, h0, params: Params) -> tuple[np.ndarray, np.ndarray, Cache]:
     x: (T, B, D), h0: (B, H) or None (zeros). Returns hs (T, B, H), h_T (B, H) and the cache for backward.
     """
     x, (h,), params = _prepare("rnn", x, params, {"h0": h0})
-    a_x = _input_projection(x, params, params["bias_ih"] + params["bias_hh"])
+    a = _input_projection(x, params, params["bias_ih"] + params["bias_hh"])
     hs = np.empty((x.shape[0], *h.shape), x.dtype)
-    h0, W_hh_T = h, params["weight_hh"].T
+    h0, W_hh_T, recurrent = h, np.ascontiguousarray(params["weight_hh"].T), np.empty_like(a[0])
     for t in range(x.shape[0]):
-        h = hs[t] = equations.rnn_cell(a_x[t] + h @ W_hh_T, np.tanh)
+        a[t] += np.matmul(h, W_hh_T, out=recurrent)  # a_t = W_ih x_t + b + W_hh h_{t-1}
+        h = hs[t] = equations.rnn_cell(a[t], np.tanh)
     return hs, h, {"x": x, "h0": h0, "hs": hs, "params": params}
 
 
@@ -315,7 +329,7 @@ def rnn_backward(dhs, cache: Cache, dh_T=None) -> Grads:
     for t in reversed(range(len(hs))):
         da[t] = (dhs[t] + dh) * (1.0 - hs[t] * hs[t])  # tanh'(a_t) = 1 − h_t²
         dh = da[t] @ W_hh
-    h_prevs = np.concatenate([cache["h0"][None], hs[:-1]])
+    h_prevs = _previous(cache["h0"], hs)
     return {**_param_grads(cache["x"], h_prevs, da, da, cache["params"]), "h0": dh}
 
 
@@ -328,31 +342,15 @@ def lstm_forward(x, h0, c0, params: Params) -> tuple[np.ndarray, tuple[np.ndarra
     x: (T, B, D), h0 and c0: (B, H) or None (zeros). Returns hs (T, B, H), (h_T, c_T) and the cache.
     """
     x, (h, c), params = _prepare("lstm", x, params, {"h0": h0, "c0": c0})
-    a_x = _input_projection(x, params, params["bias_ih"] + params["bias_hh"])
+    a = _input_projection(x, params, params["bias_ih"] + params["bias_hh"])
     T = x.shape[0]
     hs, cs = np.empty((T, *h.shape), x.dtype), np.empty((T, *h.shape), x.dtype)
-    gates = []
-    h0, c0, W_hh_T = h, c, params["weight_hh"].T
+    h0, c0, W_hh_T, recurrent = h, c, np.ascontiguousarray(params["weight_hh"].T), np.empty_like(a[0])
     for t in range(T):
-        h, c, g = equations.lstm_cell(a_x[t] + h @ W_hh_T, c, sigmoid, np.tanh)
+        a[t] += np.matmul(h, W_hh_T, out=recurrent)  # a_t = W_ih x_t + b + W_hh h_{t-1}, gates i, f, g, o
+        h, c, _ = equations.lstm_cell(a[t], c, sigmoid, np.tanh)
         hs[t], cs[t] = h, c
-        gates.append(g)
-    return hs, (h, c), {"x": x, "h0": h0, "c0": c0, "hs": hs, "cs": cs, "gates": gates, "params": params}
-
-
-def _lstm_step_backward(
-    dh: np.ndarray, dc: np.ndarray, c_prev: np.ndarray, c: np.ndarray, gates: tuple, da: np.ndarray
-) -> np.ndarray:
-    """One step of LSTM backprop: writes dL/da (B, 4H), gates i, f, g, o, into da; returns dL/dc_{t-1}."""
-    i, f, g, o = gates
-    H = c.shape[-1]
-    tanh_c = np.tanh(c)
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
-    da[:, 0 * H : 1 * H] = dc * g * i * (1.0 - i)  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t, i_t = σ(a_i)
-    da[:, 1 * H : 2 * H] = dc * c_prev * f * (1.0 - f)  # f_t = σ(a_f)
-    da[:, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # c̃_t = tanh(a_g)
-    da[:, 3 * H : 4 * H] = dh * tanh_c * o * (1.0 - o)  # o_t = σ(a_o)
-    return dc * f
+    return hs, (h, c), {"x": x, "h0": h0, "c0": c0, "a": a, "hs": hs, "cs": cs, "params": params}
 
 
 def lstm_backward(dhs, cache: Cache, dh_T=None, dc_T=None) -> Grads:
@@ -366,9 +364,17 @@ def lstm_backward(dhs, cache: Cache, dh_T=None, dc_T=None) -> Grads:
     dh, dc = _final(dh_T, cache, "dh_T"), _final(dc_T, cache, "dc_T")
     for t in reversed(range(T)):
         c_prev = cs[t - 1] if t > 0 else cache["c0"]
-        dc = _lstm_step_backward(dhs[t] + dh, dc, c_prev, cs[t], cache["gates"][t], da[t])
+        _, _, (i, f, g, o) = equations.lstm_cell(cache["a"][t], c_prev, sigmoid, np.tanh)  # this step's gates
+        tanh_c = np.tanh(cs[t])
+        dh = dhs[t] + dh
+        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
+        da[t, :, 0 * H : 1 * H] = dc * g * i * (1.0 - i)  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t, i_t = σ(a_i)
+        da[t, :, 1 * H : 2 * H] = dc * c_prev * f * (1.0 - f)  # f_t = σ(a_f)
+        da[t, :, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # c̃_t = tanh(a_g)
+        da[t, :, 3 * H : 4 * H] = dh * tanh_c * o * (1.0 - o)  # o_t = σ(a_o)
+        dc = dc * f  # the cell state's path to c_{t-1}: only the forget gate scales it
         dh = da[t] @ W_hh
-    h_prevs = np.concatenate([cache["h0"][None], hs[:-1]])
+    h_prevs = _previous(cache["h0"], hs)
     return {**_param_grads(cache["x"], h_prevs, da, da, cache["params"]), "h0": dh, "c0": dc}
 
 
@@ -382,32 +388,14 @@ def gru_forward(x, h0, params: Params) -> tuple[np.ndarray, np.ndarray, Cache]:
     """
     x, (h,), params = _prepare("gru", x, params, {"h0": h0})
     a_x = _input_projection(x, params, params["bias_ih"])
-    T = x.shape[0]
-    hs, a_hs = np.empty((T, *h.shape), x.dtype), np.empty((T, h.shape[0], a_x.shape[2]), x.dtype)
-    gates = []
-    h0, W_hh_T, b_hh = h, params["weight_hh"].T, params["bias_hh"]
-    for t in range(T):
-        a_h = a_hs[t] = h @ W_hh_T + b_hh
-        h, g = equations.gru_cell(a_x[t], a_h, h, sigmoid, np.tanh)
+    hs = np.empty((x.shape[0], *h.shape), x.dtype)
+    h0, W_hh_T, a_h = h, np.ascontiguousarray(params["weight_hh"].T), np.empty_like(a_x[0])
+    for t in range(x.shape[0]):
+        np.matmul(h, W_hh_T, out=a_h)  # W_hh h_{t-1} + b_hh, in one buffer for all steps
+        a_h += params["bias_hh"]
+        h, _ = equations.gru_cell(a_x[t], a_h, h, sigmoid, np.tanh)
         hs[t] = h
-        gates.append(g)
-    return hs, h, {"x": x, "h0": h0, "hs": hs, "a_hs": a_hs, "gates": gates, "params": params}
-
-
-def _gru_step_backward(
-    dh: np.ndarray, h_prev: np.ndarray, a_hn: np.ndarray, gates: tuple, da_x: np.ndarray, da_h: np.ndarray
-) -> np.ndarray:
-    """One step of GRU backprop: writes dL/da_x and dL/da_h (B, 3H, gates r, z, n); returns the direct part
-    of dL/dh_{t-1} (through z_t ⊙ h_{t-1}; the part through W_hh is added by the caller).
-    """
-    r, z, n = gates
-    H = n.shape[-1]
-    dn = dh * (1.0 - z) * (1.0 - n * n)  # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, n_t = tanh(a_n)
-    da_x[:, 0 * H : 1 * H] = da_h[:, 0 * H : 1 * H] = dn * a_hn * r * (1.0 - r)  # a_n = a_xn + r_t ⊙ a_hn
-    da_x[:, 1 * H : 2 * H] = da_h[:, 1 * H : 2 * H] = dh * (h_prev - n) * z * (1.0 - z)
-    da_x[:, 2 * H : 3 * H] = dn
-    da_h[:, 2 * H : 3 * H] = dn * r
-    return dh * z
+    return hs, h, {"x": x, "h0": h0, "a_x": a_x, "hs": hs, "params": params}
 
 
 def gru_backward(dhs, cache: Cache, dh_T=None) -> Grads:
@@ -415,16 +403,23 @@ def gru_backward(dhs, cache: Cache, dh_T=None) -> Grads:
 
     Returns gradients for x (T, B, D), h0 (B, H) and every parameter.
     """
-    dhs, hs, W_hh = _upstream(dhs, cache), cache["hs"], cache["params"]["weight_hh"]
+    dhs, hs, params = _upstream(dhs, cache), cache["hs"], cache["params"]
     T, B, H = hs.shape
+    h_prevs = _previous(cache["h0"], hs)
     da_x, da_h = np.empty((T, B, 3 * H), hs.dtype), np.empty((T, B, 3 * H), hs.dtype)
-    h_prevs = np.concatenate([cache["h0"][None], hs[:-1]])
     dh = _final(dh_T, cache, "dh_T")
     for t in reversed(range(T)):
-        a_hn = cache["a_hs"][t][:, 2 * H :]
-        dh = _gru_step_backward(dhs[t] + dh, h_prevs[t], a_hn, cache["gates"][t], da_x[t], da_h[t])
-        dh = dh + da_h[t] @ W_hh
-    return {**_param_grads(cache["x"], h_prevs, da_x, da_h, cache["params"]), "h0": dh}
+        a_h = h_prevs[t] @ params["weight_hh"].T + params["bias_hh"]  # recomputed: cheaper than keeping T
+        _, (r, z, n) = equations.gru_cell(cache["a_x"][t], a_h, h_prevs[t], sigmoid, np.tanh)
+        dh = dhs[t] + dh
+        dan = dh * (1.0 - z) * (1.0 - n * n)  # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, n_t = tanh(a_n)
+        da_h[t, :, 0 * H : 1 * H] = dan * a_h[:, 2 * H :] * r * (1.0 - r)  # a_n = a_xn + r_t ⊙ a_hn
+        da_h[t, :, 1 * H : 2 * H] = dh * (h_prevs[t] - n) * z * (1.0 - z)  # z_t = σ(a_z)
+        da_h[t, :, 2 * H : 3 * H] = dan * r
+        da_x[t, :, : 2 * H] = da_h[t, :, : 2 * H]  # r and z act on the sum of both pre-activations
+        da_x[t, :, 2 * H :] = dan
+        dh = dh * z + da_h[t] @ params["weight_hh"]
+    return {**_param_grads(cache["x"], h_prevs, da_x, da_h, params), "h0": dh}
 
 
 # --- cells: sequences of length one ------------------------------------------------------------------------
