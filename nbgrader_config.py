@@ -22,3 +22,11 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
 c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
+
+# Autograde only: run each submission in the confined kernel "rnn-grader" (rnnlib/grading.py): memory, CPU,
+# process and file-size caps, no network, the course's solutions/submissions/gradebook hidden, user nobody;
+# whatever this machine refuses is skipped and named in the kernel's log line. Validate and JupyterLab are
+# unaffected. Limits: c.GraderKernelManager.memory_limit / cpu_limit / process_limit / user / ...
+from rnnlib.grading import autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = autograde_preprocessors()
