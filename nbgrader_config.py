@@ -27,6 +27,7 @@ c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 # process and file-size caps, no network, the course's solutions/submissions/gradebook hidden, user nobody;
 # whatever this machine refuses is skipped and named in the kernel's log line. Validate and JupyterLab are
 # unaffected. Limits: c.GraderKernelManager.memory_limit / cpu_limit / process_limit / user / ...
+# Keep this last: it swaps Execute in whatever autograde steps are configured above.
 from rnnlib.grading import autograde_preprocessors  # noqa: E402
 
-c.Autograde.autograde_preprocessors = autograde_preprocessors()
+c.Autograde.autograde_preprocessors = autograde_preprocessors(c.Autograde.get("autograde_preprocessors"))

@@ -99,9 +99,7 @@ class ConfinedExecute(Execute):
         super().__init__(**kwargs)
 
 
-def autograde_preprocessors() -> list[type]:
-    """nbgrader's autograde steps with Execute replaced by ConfinedExecute."""
-    return [
-        ConfinedExecute if p is Execute else p
-        for p in Autograde.class_traits()["autograde_preprocessors"].default()
-    ]
+def autograde_preprocessors(steps: list[type] | None = None) -> list[type]:
+    """``steps`` (nbgrader's autograde steps by default) with Execute replaced by ConfinedExecute."""
+    steps = steps or Autograde.class_traits()["autograde_preprocessors"].default()
+    return [ConfinedExecute if step is Execute else step for step in steps]
