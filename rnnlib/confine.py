@@ -73,11 +73,19 @@ def _raise_cpu_time_exceeded(signum: int, frame: Any) -> None:
     raise CPUTimeExceeded("the grading kernel used up its CPU time")
 
 
+def _grading_user(name: str) -> pwd.struct_passwd | None:
+    """The unprivileged user to become: only when started as root and the user exists."""
+    try:
+        return pwd.getpwnam(name) if name and os.geteuid() == 0 else None
+    except KeyError:
+        return None
+
+
 def confine(settings: dict[str, Any], private: Path) -> tuple[list[str], list[str]]:
     """Apply every protection the machine allows to this process; return (active, unavailable) ones."""
     active, off = [], []
     as_root = os.geteuid() == 0
-    user = pwd.getpwnam(settings["user"]) if as_root and settings["user"] else None
+    user = _grading_user(settings["user"])
     python = [p for p in (sys.base_prefix, *sys.path) if os.path.exists(p)]  # what the kernel must read
     namespaces = CLONE_NEWNS | (0 if as_root else CLONE_NEWUSER)
     namespaces |= 0 if settings["network"] else CLONE_NEWNET
@@ -104,6 +112,8 @@ def confine(settings: dict[str, Any], private: Path) -> tuple[list[str], list[st
     if user:  # RLIMIT_NPROC counts the processes of a user, and never those of root
         nproc = settings["processes"]
         limits.append((f"processes {nproc}", resource.RLIMIT_NPROC, nproc, nproc))
+        for pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # threads count too
+            os.environ.setdefault(pool, str(min(4, os.cpu_count() or 1)))
     for name, which, soft, hard in limits:
         try:
             resource.setrlimit(which, (soft, hard))
@@ -117,7 +127,9 @@ def confine(settings: dict[str, Any], private: Path) -> tuple[list[str], list[st
         os.setuid(user.pw_uid)
         active.append(f"user {user.pw_name}")
     else:
-        off.append("process cap and unprivileged user (" + ("no user set" if as_root else "not root") + ")")
+        why = "not root" if not as_root else f"user {settings['user']!r} missing or unable to run Python"
+        why = why if settings["user"] else "no user set"
+        off.append(f"process cap and unprivileged user ({why})")
     return active, off
 
 
@@ -133,8 +145,8 @@ def main(argv: list[str]) -> None:
     shutil.copy(connection, private / "connection.json")
     os.environ.update(HOME=str(work), IPYTHONDIR=str(private / "ipython"), MPLCONFIGDIR=str(private / "mpl"))
     os.chdir(work)
-    if os.geteuid() == 0 and settings["user"]:  # before any mount: the kernel's own files become the user's
-        owner = pwd.getpwnam(settings["user"])
+    owner = _grading_user(settings["user"])
+    if owner:  # before any mount: the kernel's own files become the user's
         for path in [private, *private.rglob("*")]:
             os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
     sys.path[:] = [p for p in sys.path if p != origin]  # IPython adds "" (the work copy) instead

@@ -138,7 +138,7 @@ def listener():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, listener) -> dict:
-    """good graded first (confined), then the attackers in one batch, then good again in the plain kernel."""
+    """good graded (confined), the attackers in one batch, good again in the plain and confined kernels."""
     course = tmp_path_factory.mktemp("confined")
     config = (ROOT / "nbgrader_config.py").read_text() + f"\nc.GraderKernelManager.cpu_limit = {CPU_CAP}\n"
     (course / "nbgrader_config.py").write_text(config)
@@ -153,16 +153,17 @@ def graded(tmp_path_factory, listener) -> dict:
         nb.cells[4].source = SOLUTION["square"]
         (course / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
         nbformat.write(nb, course / "submitted" / student / ASSIGNMENT / "toy.ipynb")
-    confined_log, confined_s = timed_autograde(course, "--student", "good")
+    confined_log, _ = timed_autograde(course, "--student", "good")
     before = scores(course, "good")
     attack_log, _ = timed_autograde(course, "--CourseDirectory.student_id_exclude=good")
     after = scores(course, "good")
-    plain_log, plain_s = timed_autograde(
-        course, "--student", "good", "--force", "--ConfinedExecute.kernel_name=python3"
-    )
+    again = ("--student", "good", "--force")  # timed alike: gradebook made, student known, both re-graded
+    plain_log, plain_s = timed_autograde(course, *again, "--ConfinedExecute.kernel_name=python3")
+    plain = scores(course, "good")
+    _, confined_s = timed_autograde(course, *again)
     print(f"\ngrading time per submission: confined kernel {confined_s:.1f} s, plain kernel {plain_s:.1f} s "
-          f"(one `nbgrader autograde --student good` each, nbgrader's start-up included)")  # fmt: skip
-    return {"course": course, "before": before, "after": after, "plain": scores(course, "good"),
+          f"(one `nbgrader autograde --student good --force` each, nbgrader's start-up in)")  # fmt: skip
+    return {"course": course, "before": before, "after": after, "plain": plain,
             "logs": (confined_log, attack_log, plain_log)}  # fmt: skip
 
 
@@ -183,6 +184,17 @@ def test_the_log_names_the_active_protections(graded):
         assert (words in active) == protected(student), line
     assert ("user nobody" in active) == AS_ROOT, line
     assert (off == "none.") == (AS_ROOT and NAMESPACES), line
+
+
+def test_a_protection_switched_off_is_named_and_grading_goes_on(graded):
+    """No user, network kept, nothing hidden: the log says what is off, the good student keeps full marks."""
+    course = graded["course"]
+    off = [f"--GraderKernelManager.{s}" for s in ("user=", "isolate_network=False", "hide_course=False")]
+    log, _ = timed_autograde(course, "--student", "good", "--force", *off)
+    line = re.search(r"\[rnn-grader\] confined kernel: (.*)", log)[1]
+    assert "Not available: process cap and unprivileged user (no user set)" in line, line
+    assert "no network" not in line and "hidden" not in line and "memory 4 GiB" in line, line
+    assert scores(course, "good") == {"test_double": 1.0, "test_square": 1.0}
 
 
 @pytest.mark.parametrize("student", ["memory", "fork", "network", "cpu", "copier", "peeker", "forger"])
