@@ -10,7 +10,7 @@ exchange (release, fetch, submit, collect). Expected scores come from the points
 the source notebook and from which learner functions each test cell uses: a correct submission gets every
 autograded point, a blank one 0, one with a single wrong gate loses the test cells that (directly or through
 other functions) use it, a half-finished one loses the cells of the functions it left out, a tamperer's edited
-test cells are restored and its deleted one scores 0. Written answers score 0 until graded by hand.
+test cells are restored and its deleted one is put back. Written answers score 0 until graded by hand.
 Autograde timing lives in bench/autograde_time.py.
 """
 
@@ -144,14 +144,8 @@ class Assignment:
         return needed
 
     def expected_cells(self, broken: set[str]) -> dict[str, float]:
-        """Points of each autograded test cell when the names in ``broken`` are missing or wrong.
-
-        ``broken`` may also name a deleted test cell, "<deleted cell GRADE_ID>": nbgrader does not restore it.
-        """
-        return {
-            gid: 0.0 if self.depends_on(gid) & broken or f"<deleted cell {gid}>" in broken else points
-            for gid, points in self.tests.items()
-        }
+        """Points of each autograded test cell when the names in ``broken`` are missing or wrong."""
+        return {gid: 0.0 if self.depends_on(gid) & broken else points for gid, points in self.tests.items()}
 
     def broken_by(self, cells: set[str]) -> set[str]:
         return set().union(*(self.binds.get(gid, set()) for gid in cells))
@@ -355,7 +349,6 @@ def submission(course: Path, a: Assignment, student: str) -> tuple[nbformat.Note
                 cells[gid].source = "pass"
         deleted = [gid for gid, points in a.expected_cells(broken).items() if points > 0][-1]
         nb.cells.remove(cells[deleted])
-        broken.add(f"<deleted cell {deleted}>")
     return nb, broken
 
 
@@ -429,7 +422,7 @@ def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
     """Per test cell in the gradebook and per student in grades.csv, for every simulated student.
 
     The tamperer's edited test cells are restored from the gradebook (so they fail as they should) and the
-    test cell it deleted scores 0.
+    test cell it deleted is put back (nbgrader_config.py's RestoreDeletedCells): it gains nothing.
     """
     a = LOADED[name]
     auto = sum(a.tests.values())
@@ -440,7 +433,7 @@ def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
         assert float(graded["rows"][student, name]["score"]) == sum(expected.values()), (student, name)
     totals = {s: sum(graded["expected"][s, name].values()) for s in STUDENTS}
     assert totals["correct"] == auto and totals["blank"] == 0  # the students span the range
-    assert 0 < totals["tamper"] < totals["one_wrong"] < auto and 0 < totals["partial"] < auto
+    assert 0 < totals["tamper"] == totals["one_wrong"] < auto and 0 < totals["partial"] < auto
     assert one_wrong_function(a).endswith("_gate"), "the one-mistake student should get one gate wrong"
 
 

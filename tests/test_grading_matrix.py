@@ -1,0 +1,464 @@
+"""The bad-submission matrix: hostile and broken submissions graded by the real `nbgrader autograde`.
+
+One temporary course with the repository's nbgrader_config.py (plus a 10 s per-cell timeout, so that the
+infinite loop costs little) and one assignment, 01_recurrent_cell (8 autograded points in five test cells,
+2 points graded by hand). Every student below hands in an edited copy of the released notebook; the whole
+class is graded by ONE `nbgrader autograde` run, and the scores are read per test cell from the sqlite
+gradebook and per student from `nbgrader export`. Expected scores come from the points metadata of the
+source notebook and from which learner functions each test cell uses
+(test_exercises.Assignment.expected_cells): a test cell scores its points unless it uses a function the
+student got wrong.
+
+Late submissions: the course applies no automatic penalty (nbgrader's default LateSubmissionPlugin, penalty
+method "none"): lateness is recorded in the gradebook (seconds late, shown in the formgrader and the export's
+timestamp) and the instructor decides. The test checks that the lateness is recorded and the score unchanged.
+"""
+
+import csv
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook, MissingEntry
+from test_exercises import LOADED, ROOT, SOURCE, perturbing_wrapper, run
+
+A = LOADED["01_recurrent_cell"]
+NBGRADER = Path(sys.executable).parent / "nbgrader"
+TIMEOUT = 10  # seconds per cell in the test course (the course itself uses 60)
+DUE = "2026-01-15 12:00:00 UTC"
+ON_TIME, LATE = "2026-01-15 11:00:00 UTC", "2026-01-16 14:30:00 UTC"  # the late one 26.5 hours late
+TOTAL = sum(A.tests.values()) + sum(A.manual.values())  # 8 autograded + 2 by hand
+
+# --- the students: each one edits the released notebook ---------------------------------------------------
+
+
+def cells_by_id(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+
+
+def answered(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Every answer cell filled in with the solution."""
+    cells = cells_by_id(nb)
+    for gid, source in A.answers.items():
+        cells[gid].source = source
+    return nb
+
+
+def wrong(nb: nbformat.NotebookNode, function: str) -> nbformat.NotebookNode:
+    """``function`` returns wrong numbers (the rest of the notebook is right)."""
+    (gid,) = [g for g, names in A.binds.items() if function in names]
+    cells_by_id(nb)[gid].source += perturbing_wrapper(function)
+    return nb
+
+
+def append_to(nb: nbformat.NotebookNode, gid: str, code: str) -> nbformat.NotebookNode:
+    cells_by_id(nb)[gid].source += "\n" + code
+    return nb
+
+
+def edit_locked(nb):  # case 1: the failing test cell emptied, a passing one stripped of its asserts
+    cells = cells_by_id(wrong(nb, "rnn_forward"))
+    cells["test_rnn_forward"].source = "pass"
+    cells["test_rnn_cell_forward"].source = 'print("rnn_cell_forward: OK")'
+    return nb
+
+
+def delete_test(nb):  # case 2
+    nb.cells.remove(cells_by_id(nb)["test_rnn_cell_forward"])
+    return nb
+
+
+def delete_answer(nb):  # case 2, the written answer (after a locked cell that is not graded)
+    nb.cells.remove(cells_by_id(nb)["why_tanh"])
+    return nb
+
+
+def to_markdown(nb):  # case 3: a passing and a failing test cell turned into markdown
+    cells = cells_by_id(wrong(nb, "rnn_forward"))
+    for gid in ("test_tanh", "test_rnn_forward"):
+        cells[gid].cell_type = "markdown"
+        del cells[gid]["outputs"], cells[gid]["execution_count"]
+    return nb
+
+
+def raise_points(nb):  # case 4
+    cells_by_id(nb)["test_rnn_cell_forward"].metadata["nbgrader"]["points"] = 100
+    return nb
+
+
+def duplicate_test(nb):  # case 5: the same grade_id twice
+    cell = cells_by_id(nb)["test_rnn_cell_forward"]
+    copy = nbformat.from_dict(json.loads(json.dumps(cell)))
+    copy.id = f"{cell.id}-copy"  # a distinct Jupyter cell id: only nbgrader's grade_id is duplicated
+    nb.cells.insert(nb.cells.index(cell) + 1, copy)
+    return nb
+
+
+def infinite_loop(nb):  # case 6: the loop runs before rnn_forward is defined
+    cell = cells_by_id(nb)["rnn_forward"]
+    cell.source = "while True:\n    pass\n\n" + cell.source
+    return nb
+
+
+SLEEP = 3
+
+
+def slow(nb):  # case 7: a cell that takes a few seconds, well within the timeout
+    return append_to(nb, "rnn_forward", f"import time\ntime.sleep({SLEEP})")
+
+
+HIDE_ERRORS = """
+import sys
+ip = get_ipython()
+ip.showtraceback = lambda *args, **kwargs: None
+ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)
+sys.excepthook = lambda *args: None
+"""
+
+
+def hide_errors(nb):  # case 8
+    return append_to(wrong(nb, "rnn_cell_forward"), "sigmoid", HIDE_ERRORS)
+
+
+PATCH_COMPARISONS = """
+import numpy as np, torch
+np.allclose = lambda *args, **kwargs: True
+np.array_equal = lambda *args, **kwargs: True
+np.isclose = lambda a, b, *args, **kwargs: np.ones(np.broadcast(a, b).shape, bool)
+np.testing.assert_allclose = lambda *args, **kwargs: None
+np.testing.assert_array_almost_equal = lambda *args, **kwargs: None
+torch.allclose = lambda *args, **kwargs: True
+torch.testing.assert_close = lambda *args, **kwargs: None
+"""
+
+
+def patch_comparisons(nb):  # case 9
+    return append_to(wrong(nb, "rnn_cell_forward"), "sigmoid", PATCH_COMPARISONS)
+
+
+LYING_ARRAY = """
+class _Agreeable(np.ndarray):
+    def __eq__(self, other): return np.ones(self.shape, bool)
+    def __ne__(self, other): return np.zeros(self.shape, bool)
+
+_right = rnn_cell_forward
+
+def rnn_cell_forward(*args):
+    return (_right(*args) + 1.0).view(_Agreeable)
+"""
+
+ALWAYS_EQUAL = """
+class _Yes:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __getattr__(self, name): return _Yes()
+    def __call__(self, *args, **kwargs): return _Yes()
+    def __len__(self): return 2
+    def __iter__(self): return iter([_Yes(), _Yes()])
+    def __array__(self, *args, **kwargs): return np.zeros(1)
+
+def rnn_forward(*args):
+    return _Yes(), _Yes()
+"""
+
+
+def lying_array(nb):  # case 10a: a wrong answer in an ndarray subclass whose == always agrees
+    return append_to(nb, "rnn_cell_forward", LYING_ARRAY)
+
+
+def always_equal(nb):  # case 10b: an object that is equal to everything
+    return append_to(nb, "rnn_forward", ALWAYS_EQUAL)
+
+
+FAKE = "All tests passed! rnn_forward: OK"
+
+
+def fake_output(nb):  # case 11: outputs claiming success, shipped in the notebook
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.execution_count = i + 1
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=FAKE + "\n")]
+    return wrong(nb, "rnn_forward")
+
+
+WARNS = """
+import warnings
+
+_quiet = rnn_forward
+
+def rnn_forward(*args):
+    warnings.warn("a harmless library warning", UserWarning)
+    print("note: something on stderr", file=sys.stderr)
+    return _quiet(*args)
+"""
+
+
+def warning(nb):  # case 12
+    return append_to(nb, "rnn_forward", "import sys" + WARNS)
+
+
+def sys_exit(nb):  # case 13a
+    return append_to(nb, "rnn_forward", "def rnn_forward(*args):\n    import sys\n    sys.exit()")
+
+
+def os_exit(nb):  # case 13b: the kernel dies in the last test cell
+    return append_to(nb, "rnn_forward", "def rnn_forward(*args):\n    import os\n    os._exit(0)")
+
+
+def calls_reference(nb):  # case 18: rnn_cell_forward is rnnlib's
+    cells_by_id(nb)["rnn_cell_forward"].source = (
+        "def rnn_cell_forward(x_t, h_prev, W_h, b_h):\n"
+        '    params = rnp.stack_gates({"W_h": W_h, "b_h": b_h}, "rnn")\n'
+        "    return rnp.rnn_cell_forward(x_t, h_prev, params)[0]\n"
+    )
+    return nb
+
+
+# student -> (how the submission is made from a filled-in release, the learner functions left broken)
+STUDENTS = {
+    "correct": (lambda nb: nb, set()),
+    "edit_locked": (edit_locked, {"rnn_forward"}),
+    "delete_test": (delete_test, set()),
+    "delete_answer": (delete_answer, set()),
+    "to_markdown": (to_markdown, {"rnn_forward"}),
+    "raise_points": (raise_points, set()),
+    "duplicate_test": (duplicate_test, set()),
+    "infinite_loop": (infinite_loop, {"rnn_forward"}),
+    "slow": (slow, set()),
+    "hide_errors": (hide_errors, {"rnn_cell_forward"}),
+    "patch_comparisons": (patch_comparisons, {"rnn_cell_forward"}),
+    "lying_array": (lying_array, {"rnn_cell_forward"}),
+    "always_equal": (always_equal, {"rnn_forward"}),
+    "fake_output": (fake_output, {"rnn_forward"}),
+    "warning": (warning, set()),
+    "sys_exit": (sys_exit, {"rnn_forward"}),
+    "os_exit": (os_exit, {"rnn_forward"}),
+    "late": (lambda nb: nb, set()),
+    "calls_reference": (calls_reference, {"rnn_cell_forward"}),
+}
+BLANK = "blank"  # the untouched release
+BROKEN_FILES = ("renamed", "empty_folder", "invalid_json")  # case 17
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("matrix")
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    with open(root / "nbgrader_config.py", "a") as config:
+        config.write(f"\nc.ExecutePreprocessor.timeout = {TIMEOUT}  # the test course only\n")
+    shutil.copytree(SOURCE / A.name, root / "solutions" / A.name)
+    run(NBGRADER, "db", "assignment", "add", A.name, f"--duedate={DUE}", cwd=root)
+    run(NBGRADER, "generate_assignment", A.name, cwd=root)
+    return root
+
+
+def submit(course: Path, student: str, nb: nbformat.NotebookNode | None = None, *, name: str | None = None,
+           timestamp: str = ON_TIME) -> Path:  # fmt: skip
+    folder = course / "submitted" / student / A.name
+    folder.mkdir(parents=True)
+    if nb is not None:
+        nbformat.write(nb, folder / (name or A.notebook_name))
+    (folder / "timestamp.txt").write_text(timestamp)
+    return folder
+
+
+def released(course: Path) -> nbformat.NotebookNode:
+    return nbformat.read(course / "exercises" / A.name / A.notebook_name, as_version=4)
+
+
+def scores(course: Path, students) -> dict[str, dict[str, tuple] | None]:
+    """student -> {cell: (score, max_score, needs_manual_grade)} from the gradebook (None: never graded)."""
+    out = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student in students:
+            try:
+                nb = gb.find_submission_notebook(A.path.stem, A.name, student)
+            except MissingEntry:
+                out[student] = None
+                continue
+            out[student] = {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in nb.grades}
+    return out
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def row_counts(course: Path) -> dict[str, int]:
+    with sqlite3.connect(course / "gradebook.db") as db:
+        return {t: db.execute(f"select count(*) from {t}").fetchone()[0]
+                for t in ("submitted_assignment", "submitted_notebook", "grade", "comment")}  # fmt: skip
+
+
+def expected(broken: set[str]) -> dict[str, float]:
+    return A.expected_cells(broken)
+
+
+EVERYONE = [*STUDENTS, BLANK, *BROKEN_FILES]
+
+
+@pytest.fixture(scope="module")
+def graded(course) -> dict:
+    """The roster imported, every submission handed in, ONE `nbgrader autograde`, gradebook read, export."""
+    roster = course / "students.csv"
+    roster.write_text("id,first_name,last_name,email\n" + "".join(f"{s},{s},Student,\n" for s in EVERYONE))
+    run(NBGRADER, "db", "student", "import", roster, cwd=course)
+    for student, (make, _) in STUDENTS.items():
+        stamp = LATE if student == "late" else ON_TIME
+        submit(course, student, make(answered(released(course))), timestamp=stamp)
+    submit(course, BLANK, released(course))
+    submit(course, "renamed", answered(released(course)), name="my_answers.ipynb")
+    submit(course, "empty_folder")
+    (submit(course, "invalid_json") / A.notebook_name).write_text('{"cells": [ this is not JSON')
+    before = digest(course / "submitted")
+    log = run(NBGRADER, "autograde", A.name, cwd=course, check=False)
+    run(NBGRADER, "export", cwd=course)
+    with open(course / "grades.csv", newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    return {"log": log, "scores": scores(course, EVERYONE), "rows": rows, "submitted": before}
+
+
+def autograded(course: Path, student: str) -> dict[str, nbformat.NotebookNode]:
+    nb = nbformat.read(course / "autograded" / student / A.name / A.notebook_name, as_version=4)
+    return cells_by_id(nb)
+
+
+def test_each_student_scores_the_points_of_the_test_cells_that_pass(graded):
+    """Cases 1-12, 13a, 16, 18 and correct/blank: per test cell in the gradebook, per student in the CSV.
+
+    1 edited locked test cells run as shipped; 3 test cells turned into markdown are restored as code and
+    run; 6 `while True: pass` before rnn_forward's definition: that cell is interrupted after the timeout,
+    the tests of rnn_forward fail, the rest is graded; 7 a 3 s cell within the 10 s timeout: full marks;
+    8 tracebacks hidden (showtraceback, custom exception handler, sys.excepthook): failing tests still 0;
+    9 np.allclose, np.testing.assert_allclose, torch.allclose … patched to always agree: a wrong answer still
+    fails (rnnlib.checks captured the real helpers); 10 an ndarray subclass or an object whose == always
+    answers True: 0; 11 outputs claiming "All tests passed" are wiped and the cells run; 12 a warning and text
+    on stderr in a test cell: the same score as without; 13a sys.exit() inside rnn_forward: its tests 0;
+    18 rnn_cell_forward calling rnnlib's reference: no credit for the cells that check it (the hidden tests
+    forbid the reference).
+    """
+    broken_by = {student: broken for student, (_, broken) in STUDENTS.items()}
+    for student, broken in [*broken_by.items(), (BLANK, A.broken_by(set(A.binds)))]:
+        if student == "os_exit":
+            continue
+        want = expected(broken)
+        got = {gid: graded["scores"][student][gid][0] for gid in A.tests}
+        assert got == want, (student, got, want)
+        row = graded["rows"][student]
+        assert (float(row["score"]), float(row["max_score"])) == (sum(want.values()), TOTAL), (student, row)
+    assert sum(expected(STUDENTS["hide_errors"][1]).values()) == 3.0  # the failing cells are really there
+
+
+def test_locked_cells_run_as_shipped_and_fake_outputs_are_wiped(graded, course):
+    """Cases 1, 3, 11: what was executed is the released test cell, and no output came from the submission."""
+    source = cells_by_id(A.nb)
+    for student, gid in [("edit_locked", "test_rnn_forward"), ("edit_locked", "test_rnn_cell_forward"),
+                         ("to_markdown", "test_tanh"), ("to_markdown", "test_rnn_forward")]:  # fmt: skip
+        cell = autograded(course, student)[gid]
+        assert (cell.cell_type, cell.source) == ("code", source[gid].source), (student, gid)
+        assert cell.outputs, (student, gid, "not executed")
+    cells = autograded(course, "fake_output")
+    assert FAKE not in json.dumps([c.get("outputs") for c in cells.values()])
+    errors = [o.ename for o in cells["test_rnn_forward"].outputs if o.output_type == "error"]
+    assert errors == ["AssertionError"]
+
+
+def test_deleted_cells_are_restored_and_graded(graded, course):
+    """Case 2: a deleted test cell is put back from the gradebook and runs (full marks for a right answer,
+    no manual grading); a deleted written answer comes back blank with nbgrader's note that it was missing,
+    0 points, in the grader's queue like every written answer."""
+    got = graded["scores"]["delete_test"]
+    assert got["test_rnn_cell_forward"] == (3.0, 3.0, False)
+    restored = autograded(course, "delete_test")["test_rnn_cell_forward"]
+    assert "was missing from the submission" in restored.source and restored.outputs
+    assert graded["scores"]["delete_answer"]["why_tanh"][:2] == (0.0, 2.0)
+    answer = autograded(course, "delete_answer")["why_tanh"]
+    assert "was missing from the submission" in answer.source and "YOUR ANSWER HERE" in answer.source
+    assert "Missing grade cell why_tanh" in graded["log"]
+
+
+def test_raised_points_and_duplicated_test_cells_give_no_extra_credit(graded):
+    """Cases 4 and 5: the gradebook's points are used, a duplicated test cell counts once, batch goes on."""
+    for student in ("raise_points", "duplicate_test"):
+        got = graded["scores"][student]
+        assert {g: got[g][:2] for g in A.tests} == {g: (p, p) for g, p in A.tests.items()}, student
+        row = graded["rows"][student]
+        assert (float(row["score"]), float(row["max_score"])) == (sum(A.tests.values()), TOTAL), student
+    assert "Attribute 'points' for cell test_rnn_cell_forward has changed" in graded["log"]
+    assert "Cell with id 'test_rnn_cell_forward' exists multiple times" in graded["log"]
+
+
+def test_infinite_loop_is_interrupted_after_the_timeout(graded, course):
+    """Case 6: the looping cell ends with CellTimeoutError; the tests that need its function fail (expected
+    scores checked above), and the cells after it still ran."""
+    cells = autograded(course, "infinite_loop")
+    assert "CellTimeoutError" in [o.get("ename") for o in cells["rnn_forward"].outputs]
+    assert "NameError" in [o.get("ename") for o in cells["test_rnn_forward"].outputs]
+    assert graded["scores"]["slow"]["test_rnn_forward"][0] == A.tests["test_rnn_forward"]  # case 7
+
+
+def test_stderr_warning_does_not_cost_points(graded, course):
+    """Case 12: the warning and the stderr text are in the graded notebook, and the cell keeps its points."""
+    outputs = autograded(course, "warning")["test_rnn_forward"].outputs
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "UserWarning: a harmless library warning" in stderr and "note: something on stderr" in stderr
+    assert graded["scores"]["warning"]["test_rnn_forward"][0] == A.tests["test_rnn_forward"]
+
+
+def test_a_dead_kernel_or_a_broken_file_fails_that_student_only(graded):
+    """Cases 13b and 17, and a crash while grading one student (section 3).
+
+    os._exit(0) kills the kernel: nbgrader cannot go on with that notebook, so the whole submission scores 0
+    (not only the cell that exited) and the log names the student. A renamed notebook, an empty folder and a
+    file that is not notebook JSON: 0 in the export, a log line naming the student or the path. Everyone else
+    is graded (checked in the other tests: same batch).
+    """
+    log = graded["log"]
+    for student in ("os_exit", "renamed", "invalid_json"):
+        assert f"There was an error processing assignment '{A.name}' for student '{student}'" in log
+    assert "DeadKernelError: Kernel died" in log
+    assert re.search(rf"Skipping unknown notebook: .*/renamed/{A.name}/my_answers\.ipynb", log)
+    assert re.search(r"No notebooks were matched by '.*empty_folder", log)
+    for student in ("os_exit", *BROKEN_FILES):
+        row = graded["rows"][student]
+        assert (float(row["score"]), float(row["max_score"])) == (0.0, TOTAL), row
+        cells = graded["scores"][student]
+        assert cells is None or all(score == 0 for score, _, _ in cells.values()), (student, cells)
+
+
+def test_late_submission_is_recorded_without_penalty(graded, course):
+    """Case 16: 26.5 hours after the due date. The course's policy is nbgrader's default (no automatic
+    penalty): the lateness is in the gradebook and the log, the score is the score."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        late = gb.find_submission(A.name, "late")
+        on_time = gb.find_submission(A.name, "correct")
+        assert late.total_seconds_late == 26.5 * 3600 and on_time.total_seconds_late == 0
+    assert re.search(r"for late> is 95400(\.0)? seconds late", graded["log"])
+    row = graded["rows"]["late"]
+    assert float(row["late_submission_penalty"]) == 0 and float(row["score"]) == sum(A.tests.values())
+
+
+def test_export_totals_are_the_sums_of_the_cell_scores(graded):
+    """Section 3: every student on the roster is in grades.csv, each total the sum of the gradebook cells."""
+    assert set(graded["rows"]) == set(EVERYONE)
+    for student, cells in graded["scores"].items():
+        total = sum(score for score, _, _ in cells.values()) if cells else 0.0
+        assert float(graded["rows"][student]["score"]) == total, student
+
+
+def test_regrading_is_idempotent(graded, course):
+    """Section 3: `nbgrader autograde` again, without and with --force: same scores, no new rows, the
+    submissions untouched."""
+    counts = row_counts(course)
+    run(NBGRADER, "autograde", A.name, cwd=course, check=False)
+    run(NBGRADER, "autograde", A.name, "--force", "--student=*_test", cwd=course)
+    assert scores(course, EVERYONE) == graded["scores"]
+    assert row_counts(course) == counts
+    assert digest(course / "submitted") == graded["submitted"]
