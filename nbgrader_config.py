@@ -115,3 +115,12 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Autograde only: run each submission in the confined kernel "rnn-grader" (rnnlib/grading.py): memory, CPU,
+# process and file-size caps, no network, the course's solutions/submissions/gradebook hidden, user nobody;
+# whatever this machine refuses is skipped and named in the kernel's log line. Validate and JupyterLab are
+# unaffected. Limits: c.GraderKernelManager.memory_limit / cpu_limit / process_limit / user / ...
+# Keep this last: it swaps Execute in whatever autograde steps are configured above.
+from rnnlib.grading import autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = autograde_preprocessors(c.Autograde.get("autograde_preprocessors"))
