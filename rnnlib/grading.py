@@ -15,6 +15,17 @@ found without installing it), whose launcher rnnlib/confine.py applies, before s
 
 Each protection that the machine refuses is skipped, never failing the grading, and one log line on the
 kernel's stderr (shown by nbgrader) names the protections that are on and off.
+
+Inside the kernel, ConfinedExecute also
+
+- snapshots the modules the tests rely on (``GUARDED``) and the notebook's names bound to them or to their
+  functions (``np``, ``checks``, ...) before the first answer cell, and silently puts them back before each
+  test cell: an answer that replaces ``checks.assert_close``, ``rnp.lstm_forward`` or
+  ``np.testing.assert_allclose``, or rebinds ``checks``, is undone before the tests run. The snapshot lives
+  in the learner's process: code written against this grader can still reach and spoil it (containers do
+  not change that; only running the tests in another process would);
+- survives a kernel that dies (``os._exit``, a crash): that cell gets an error output (0 for its tests), a
+  fresh kernel replays the code cells before it silently, and grading goes on (at most ``max_restarts``).
 """
 
 import json
@@ -26,6 +37,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
 from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
@@ -35,6 +48,28 @@ from rnnlib.confine import SETTINGS
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
+GUARDED = ("rnnlib.checks", "rnnlib.numpy", "rnnlib.equations", "rnnlib.torch", "numpy", "numpy.testing",
+           "torch", "torch.testing", "torch.nn.functional", "builtins", "math")  # fmt: skip
+
+# Run in the kernel: a hidden module "_rnn_grader_guard" holding the snapshot and its restore().
+SNAPSHOT = f"""
+def _rnn_grader_snapshot():
+    import sys, types
+    modules = {{n: sys.modules[n] for n in {GUARDED!r} if n in sys.modules}}
+    saved = {{n: dict(vars(m)) for n, m in modules.items()}}
+    ns = get_ipython().user_ns
+    names = {{k: v for k, v in ns.items() if not k.startswith("_")
+             and (isinstance(v, types.ModuleType) or getattr(v, "__module__", None) in modules)}}
+    def restore():
+        for n, m in modules.items():
+            sys.modules[n] = m
+            vars(m).update((k, v) for k, v in saved[n].items() if vars(m).get(k, restore) is not v)
+        ns.update((k, v) for k, v in names.items() if ns.get(k, restore) is not v)
+    sys.modules["_rnn_grader_guard"] = types.SimpleNamespace(restore=restore)
+_rnn_grader_snapshot()
+del _rnn_grader_snapshot
+"""
+RESTORE = "__import__('_rnn_grader_guard').restore()"
 
 
 class GraderKernelManager(AsyncKernelManager):
@@ -93,10 +128,78 @@ class ConfinedExecute(Execute):
     """nbgrader's Execute in the rnn-grader kernel; ``--ConfinedExecute.kernel_name=python3`` turns it off."""
 
     kernel_name = Unicode(KERNEL_NAME, help="The kernel autograde runs submissions in.").tag(config=True)
+    max_restarts = Integer(3, help="Fresh kernels per notebook after the kernel died.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", GraderKernelManager)
         super().__init__(**kwargs)
+
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple:
+        self._snapshot_taken, self._restarts, self._dead = False, 0, set()
+        return super().preprocess(nb, resources, km)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple:
+        try:
+            self._guard(cell)
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self._dead.add(index)
+            cell.outputs.append(NotebookNode(
+                output_type="error", ename="DeadKernelError", evalue="the kernel died running this cell",
+                traceback=["DeadKernelError: the kernel died running this cell (os._exit? a crash?); "
+                           "graded 0, the notebook goes on in a fresh kernel"]))  # fmt: skip
+            self._restart(index)
+            return cell, self.resources
+
+    def _guard(self, cell: NotebookNode) -> None:
+        """Snapshot before the first answer or test cell runs; put the snapshot back before each test cell."""
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not (meta.get("solution") or meta.get("grade")):
+            return
+        if self._snapshot_taken and not meta.get("grade"):
+            return
+        reply = self._silently(RESTORE if self._snapshot_taken else SNAPSHOT)
+        self._snapshot_taken = True
+        if reply is None or reply["content"]["status"] != "ok":
+            self.log.warning("The grader's snapshot failed in the kernel: %s", reply and reply["content"])
+
+    def _silently(self, code: str) -> dict | None:
+        """Run ``code`` in the kernel with no trace in the notebook; a kernel death is the caller's."""
+        return self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
+
+    def _restart(self, index: int) -> None:
+        """A fresh kernel with the code cells before ``index`` replayed silently (those that died skipped)."""
+        while True:
+            self._restarts += 1
+            if self._restarts > self.max_restarts:
+                raise DeadKernelError(f"Kernel died more than {self.max_restarts} times")
+            self.log.warning(
+                "The kernel died in cell %d: its tests score 0; a fresh kernel (%d of at most %d) replays "
+                "the cells before it", index, self._restarts, self.max_restarts)  # fmt: skip
+            self._cleanup_kernel()
+            self.km = self.create_kernel_manager()
+            self.start_new_kernel()
+            self.start_new_kernel_client()
+            self._snapshot_taken = False
+            try:
+                for i, earlier in enumerate(self.nb.cells[:index]):
+                    if earlier.cell_type == "code" and i not in self._dead and not timed_out(earlier):
+                        self._replay(i, earlier)
+                return
+            except DeadKernelError:
+                continue
+
+    def _replay(self, index: int, cell: NotebookNode) -> None:
+        self._guard(cell)
+        try:
+            self._silently(cell.source)
+        except DeadKernelError:
+            self._dead.add(index)
+            raise
+
+
+def timed_out(cell: NotebookNode) -> bool:
+    return any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", []))
 
 
 def autograde_preprocessors(steps: list[type] | None = None) -> list[type]:

@@ -168,6 +168,35 @@ def rnn_forward(*args):
 """
 
 
+PATCH_CHECKS = "checks.assert_close = lambda *args, **kwargs: None"
+
+PATCH_REFERENCES = """
+rnp.sigmoid = sigmoid
+torch.sigmoid = lambda t: torch.from_numpy(sigmoid(t.numpy()))
+"""
+
+REBIND_CHECKS = """
+import contextlib
+
+class _NoChecks:
+    def __getattr__(self, name): return lambda *args, **kwargs: contextlib.nullcontext()
+
+checks = _NoChecks()
+"""
+
+
+def patch_checks(nb):  # case 9b: rnnlib.checks' comparison replaced (the wrong function is tanh)
+    return append_to(wrong(nb, "tanh"), "sigmoid", PATCH_CHECKS)
+
+
+def patch_references(nb):  # case 9b: rnnlib.numpy's and torch's sigmoid made to agree with a wrong one
+    return append_to(wrong(nb, "sigmoid"), "sigmoid", PATCH_REFERENCES)
+
+
+def rebind_checks(nb):  # case 9b: the notebook's name `checks` bound to an object that checks nothing
+    return append_to(wrong(nb, "tanh"), "tanh", REBIND_CHECKS)
+
+
 def lying_array(nb):  # case 10a: a wrong answer in an ndarray subclass whose == always agrees
     return append_to(nb, "rnn_cell_forward", LYING_ARRAY)
 
@@ -207,8 +236,12 @@ def sys_exit(nb):  # case 13a
     return append_to(nb, "rnn_forward", "def rnn_forward(*args):\n    import sys\n    sys.exit()")
 
 
-def os_exit(nb):  # case 13b: the kernel dies in the last test cell
-    return append_to(nb, "rnn_forward", "def rnn_forward(*args):\n    import os\n    os._exit(0)")
+def os_exit_in(function: str) -> str:
+    return f"def {function}(*args):\n    import os\n    os._exit(0)"
+
+
+def os_exit(nb):  # case 13b: the kernel dies in the last test cell; a demo cell follows it
+    return append_to(nb, "rnn_forward", os_exit_in("rnn_forward"))
 
 
 def calls_reference(nb):  # case 18: rnn_cell_forward is rnnlib's
@@ -233,6 +266,9 @@ STUDENTS = {
     "slow": (slow, set()),
     "hide_errors": (hide_errors, {"rnn_cell_forward"}),
     "patch_comparisons": (patch_comparisons, {"rnn_cell_forward"}),
+    "patch_checks": (patch_checks, {"tanh"}),
+    "patch_references": (patch_references, {"sigmoid"}),
+    "rebind_checks": (rebind_checks, {"tanh"}),
     "lying_array": (lying_array, {"rnn_cell_forward"}),
     "always_equal": (always_equal, {"rnn_forward"}),
     "fake_output": (fake_output, {"rnn_forward"}),
@@ -243,6 +279,7 @@ STUDENTS = {
     "calls_reference": (calls_reference, {"rnn_cell_forward"}),
 }
 BLANK = "blank"  # the untouched release
+KILLER = "dies_every_time"  # case 13b, bounded: sigmoid kills every kernel that calls it
 BROKEN_FILES = ("renamed", "empty_folder", "invalid_json")  # case 17
 
 
@@ -301,7 +338,7 @@ def expected(broken: set[str]) -> dict[str, float]:
     return A.expected_cells(broken)
 
 
-EVERYONE = [*STUDENTS, BLANK, *BROKEN_FILES]
+EVERYONE = [*STUDENTS, BLANK, KILLER, *BROKEN_FILES]
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +351,7 @@ def graded(course) -> dict:
         stamp = LATE if student == "late" else ON_TIME
         submit(course, student, make(answered(released(course))), timestamp=stamp)
     submit(course, BLANK, released(course))
+    submit(course, KILLER, append_to(answered(released(course)), "sigmoid", os_exit_in("sigmoid")))
     submit(course, "renamed", answered(released(course)), name="my_answers.ipynb")
     submit(course, "empty_folder")
     (submit(course, "invalid_json") / A.notebook_name).write_text('{"cells": [ this is not JSON')
@@ -331,29 +369,31 @@ def autograded(course: Path, student: str) -> dict[str, nbformat.NotebookNode]:
 
 
 def test_each_student_scores_the_points_of_the_test_cells_that_pass(graded):
-    """Cases 1-12, 13a, 16, 18 and correct/blank: per test cell in the gradebook, per student in the CSV.
+    """Cases 1-13, 16, 18 and correct/blank: per test cell in the gradebook, per student in the CSV.
 
     1 edited locked test cells run as shipped; 3 test cells turned into markdown are restored as code and
     run; 6 `while True: pass` before rnn_forward's definition: that cell is interrupted after the timeout,
     the tests of rnn_forward fail, the rest is graded; 7 a 3 s cell within the 10 s timeout: full marks;
     8 tracebacks hidden (showtraceback, custom exception handler, sys.excepthook): failing tests still 0;
     9 np.allclose, np.testing.assert_allclose, torch.allclose … patched to always agree: a wrong answer still
-    fails (rnnlib.checks captured the real helpers); 10 an ndarray subclass or an object whose == always
-    answers True: 0; 11 outputs claiming "All tests passed" are wiped and the cells run; 12 a warning and text
-    on stderr in a test cell: the same score as without; 13a sys.exit() inside rnn_forward: its tests 0;
+    fails (rnnlib.checks captured the real helpers); 9b rnnlib.checks.assert_close, rnnlib.numpy's and torch's
+    sigmoid replaced, or the name `checks` rebound, in an answer cell: the grader puts the imports back
+    before each test cell, a wrong function still scores 0; 10 an ndarray subclass or an object whose ==
+    always answers True: 0; 11 outputs claiming "All tests passed" are wiped and the cells run; 12 a warning
+    and text on stderr in a test cell: the same score as without; 13 sys.exit() or os._exit(0) inside
+    rnn_forward: its tests 0, the rest graded (13b: see test_a_dead_kernel_costs_only_its_cell);
     18 rnn_cell_forward calling rnnlib's reference: no credit for the cells that check it (the hidden tests
     forbid the reference).
     """
     broken_by = {student: broken for student, (_, broken) in STUDENTS.items()}
     for student, broken in [*broken_by.items(), (BLANK, A.broken_by(set(A.binds)))]:
-        if student == "os_exit":
-            continue
         want = expected(broken)
         got = {gid: graded["scores"][student][gid][0] for gid in A.tests}
         assert got == want, (student, got, want)
         row = graded["rows"][student]
         assert (float(row["score"]), float(row["max_score"])) == (sum(want.values()), TOTAL), (student, row)
     assert sum(expected(STUDENTS["hide_errors"][1]).values()) == 3.0  # the failing cells are really there
+    assert "The grader's snapshot failed" not in graded["log"]
 
 
 def test_locked_cells_run_as_shipped_and_fake_outputs_are_wiped(graded, course):
@@ -412,21 +452,40 @@ def test_stderr_warning_does_not_cost_points(graded, course):
     assert graded["scores"]["warning"]["test_rnn_forward"][0] == A.tests["test_rnn_forward"]
 
 
-def test_a_dead_kernel_or_a_broken_file_fails_that_student_only(graded):
-    """Cases 13b and 17, and a crash while grading one student (section 3).
+def test_a_dead_kernel_costs_only_its_cell(graded, course):
+    """Case 13b: os._exit(0) inside rnn_forward kills the kernel in test_rnn_forward. That cell gets a
+    DeadKernelError output (0 points, checked with the scores above), a log line says so, a fresh kernel
+    replays the cells before it silently, and the notebook goes on: the demo cell after it runs (it needs
+    the replayed imports)."""
+    assert re.search(r"The kernel died in cell \d+: its tests score 0; a fresh kernel \(1 of at most 3\)",
+                     graded["log"])  # fmt: skip
+    cells = autograded(course, "os_exit")
+    assert "DeadKernelError" in [o.get("ename") for o in cells["test_rnn_forward"].outputs]
+    (demo,) = [c for c in cells.values() if c.source.startswith("plain = squashed")]
+    assert demo.outputs and not [o for o in demo.outputs if o.output_type == "error"], demo.outputs
+    assert graded["scores"]["os_exit"]["test_tanh"][0] == A.tests["test_tanh"]
 
-    os._exit(0) kills the kernel: nbgrader cannot go on with that notebook, so the whole submission scores 0
-    (not only the cell that exited) and the log names the student. A renamed notebook, an empty folder and a
-    file that is not notebook JSON: 0 in the export, a log line naming the student or the path. Everyone else
-    is graded (checked in the other tests: same batch).
-    """
+
+def test_a_kernel_that_keeps_dying_is_given_up_after_three_restarts(graded):
+    """Case 13b, bounded: every test cell kills the kernel; after 3 fresh kernels the grader gives up on
+    that notebook (0, a log line naming the student) and the batch goes on."""
     log = graded["log"]
-    for student in ("os_exit", "renamed", "invalid_json"):
+    assert "a fresh kernel (3 of at most 3)" in log and "Kernel died more than 3 times" in log
+    assert f"There was an error processing assignment '{A.name}' for student '{KILLER}'" in log
+    row = graded["rows"][KILLER]
+    assert (float(row["score"]), float(row["max_score"])) == (0.0, TOTAL), row
+
+
+def test_a_broken_file_fails_that_student_only(graded):
+    """Case 17, and a crash while grading one student (section 3): a renamed notebook, an empty folder and a
+    file that is not notebook JSON: 0 in the export, a log line naming the student or the path. Everyone
+    else is graded (checked in the other tests: same batch)."""
+    log = graded["log"]
+    for student in ("renamed", "invalid_json"):
         assert f"There was an error processing assignment '{A.name}' for student '{student}'" in log
-    assert "DeadKernelError: Kernel died" in log
     assert re.search(rf"Skipping unknown notebook: .*/renamed/{A.name}/my_answers\.ipynb", log)
     assert re.search(r"No notebooks were matched by '.*empty_folder", log)
-    for student in ("os_exit", *BROKEN_FILES):
+    for student in BROKEN_FILES:
         row = graded["rows"][student]
         assert (float(row["score"]), float(row["max_score"])) == (0.0, TOTAL), row
         cells = graded["scores"][student]
