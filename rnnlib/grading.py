@@ -1,8 +1,9 @@
 """A confined kernel for `nbgrader autograde`: learner code runs under limits, away from the course's secrets.
 
-nbgrader_config.py swaps nbgrader's Execute for ``ConfinedExecute`` in autograde only (validate and JupyterLab
-keep the plain python3 kernel). It starts the kernel "rnn-grader" (rnnlib/kernels/rnn-grader/kernel.json,
-found without installing it), whose launcher rnnlib/confine.py applies, before starting ipykernel:
+nbgrader_config.py puts ``ConfinedExecute`` in place of nbgrader's Execute in autograde only (validate and
+JupyterLab keep the plain python3 kernel), with the three grading steps at the end of this file.
+ConfinedExecute starts the kernel "rnn-grader" (rnnlib/kernels/rnn-grader/kernel.json, found without
+installing it), whose launcher rnnlib/confine.py applies, before starting ipykernel:
 
 - resource limits: address space (``memory_limit``), CPU seconds (``cpu_limit``: the cell running when it is
   reached fails with ``CPUTimeExceeded``, a few seconds later the kernel is killed), file size, no core dumps,
@@ -39,9 +40,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
-from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
 from traitlets import Bool, Integer, Unicode, default
 
 from rnnlib.confine import SETTINGS
@@ -202,7 +202,61 @@ def timed_out(cell: NotebookNode) -> bool:
     return any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", []))
 
 
-def autograde_preprocessors(steps: list[type] | None = None) -> list[type]:
-    """``steps`` (nbgrader's autograde steps by default) with Execute replaced by ConfinedExecute."""
-    steps = steps or Autograde.class_traits()["autograde_preprocessors"].default()
-    return [ConfinedExecute if step is Execute else step for step in steps]
+# Three changes to nbgrader 0.9.6's autograde steps, each found by tests/test_grading_matrix.py:
+# - A deleted test cell is put back from the gradebook and graded (nbgrader's add_missing_cells, off by
+#   default, left it at 0 points "needing manual grading" forever). nbgrader's own version raises KeyError
+#   when the cell before the deleted one is locked but not graded (a demo cell); RestoreDeletedCells puts each
+#   missing graded cell after the nearest earlier cell of the source that the submission still has.
+# - A submission that duplicates a cell (same grade_id twice) must not stop the batch. DeduplicateIds empties
+#   the metadata of the extra copies to {}, which CheckCellMetadata takes for an old metadata format: it
+#   aborts the whole `nbgrader autograde` run, leaving every later student ungraded. DropEmptiedMetadata
+#   removes that metadata entirely (the extra copies run as plain code; the last copy is graded).
+# - A test cell scores 0 if it errors, not because something printed to stderr (a library's warning): nbgrader
+#   counts any stderr output as a failure. Every error, even with tracebacks hidden by the learner, is still
+#   an "error" output (nbgrader adds one from the kernel's reply).
+
+
+class DropEmptiedMetadata(NbGraderPreprocessor):
+    """Remove the empty nbgrader metadata DeduplicateIds leaves on a duplicated cell."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.metadata.get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
+class RestoreDeletedCells(OverwriteCells):
+    """OverwriteCells that also puts back the graded cells a submission deleted."""
+
+    add_missing_cells = Bool(True).tag(config=True)
+
+    def add_missing_grade_cells(self, nb, resources):
+        source = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        order = [cell.name for cell in source.source_cells]
+        answers = {cell.name for cell in source.solution_cells}
+        for grade_cell in sorted(source.grade_cells, key=lambda cell: order.index(cell.name)):
+            where = {cell.metadata.get("nbgrader", {}).get("grade_id"): i for i, cell in enumerate(nb.cells)}
+            if grade_cell.name in where:
+                continue
+            self.log.warning("Missing grade cell %s: put back from the gradebook", grade_cell.name)
+            index = order.index(grade_cell.name)
+            restored = self.missing_cell_transform(
+                source.source_cells[index], grade_cell.max_score, is_solution=grade_cell.name in answers
+            )
+            after = [where[name] + 1 for name in order[:index] if name in where]
+            nb.cells.insert(max(after, default=0), restored)
+        return nb, resources
+
+
+class SaveAutoGradesIgnoringStderr(SaveAutoGrades):
+    """SaveAutoGrades looking at a cell's errors only, not at its stderr stream (the outputs are kept)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        outputs = cell.get("outputs")
+        if outputs is None:
+            return super().preprocess_cell(cell, resources, index)
+        cell.outputs = [o for o in outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        finally:
+            cell.outputs = outputs
