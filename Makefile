@@ -39,7 +39,7 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
-	$(BIN)/ruff check rnnlib tests bench
+	$(BIN)/ruff check rnnlib grader tests bench
 
 test: install chromium book lint
 	$(BIN)/python -m pytest

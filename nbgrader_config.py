@@ -23,7 +23,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
 c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 
-# Autograde (only) uses the course's grading steps of rnnlib/grading.py, each found by
+# Autograde (only) uses the course's grading steps of grader/grading.py, each found by
 # tests/test_grading_matrix.py: deleted test cells put back, a duplicated cell no longer aborting the batch,
 # stderr warnings no longer zeroing a test cell, and ConfinedExecute running each submission in the confined
 # kernel "rnn-grader" (memory, CPU, process and file-size caps, no network, solutions/submissions/gradebook
@@ -41,7 +41,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     OverwriteKernelspec,
 )
 
-from rnnlib.grading import (  # noqa: E402
+from grader.grading import (  # noqa: E402
     ConfinedExecute,
     DropEmptiedMetadata,
     RestoreDeletedCells,

@@ -1,4 +1,4 @@
-"""The confined grading kernel (rnnlib/grading.py, rnnlib/confine.py) under the real `nbgrader autograde`.
+"""The confined grading kernel (grader/grading.py, grader/confine.py) under the real `nbgrader autograde`.
 
 A temporary course with the repository's nbgrader_config.py (plus a 5 s CPU cap: the CPU-bound student costs
 little) and a two-function assignment, "toy": double (1 point) and square (1 point). Every hostile student

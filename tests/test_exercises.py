@@ -422,7 +422,7 @@ def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
     """Per test cell in the gradebook and per student in grades.csv, for every simulated student.
 
     The tamperer's edited test cells are restored from the gradebook (so they fail as they should) and the
-    test cell it deleted is put back (rnnlib.grading.RestoreDeletedCells): it gains nothing.
+    test cell it deleted is put back (grader.grading.RestoreDeletedCells): it gains nothing.
     """
     a = LOADED[name]
     auto = sum(a.tests.values())

@@ -2,8 +2,8 @@
 
 nbgrader_config.py puts ``ConfinedExecute`` in place of nbgrader's Execute in autograde only (validate and
 JupyterLab keep the plain python3 kernel), with the three grading steps at the end of this file.
-ConfinedExecute starts the kernel "rnn-grader" (rnnlib/kernels/rnn-grader/kernel.json, found without
-installing it), whose launcher rnnlib/confine.py applies, before starting ipykernel:
+ConfinedExecute starts the kernel "rnn-grader" (grader/kernels/rnn-grader/kernel.json, found without
+installing it), whose launcher grader/confine.py applies, before starting ipykernel:
 
 - resource limits: address space (``memory_limit``), CPU seconds (``cpu_limit``: the cell running when it is
   reached fails with ``CPUTimeExceeded``, a few seconds later the kernel is killed), file size, no core dumps,
@@ -44,7 +44,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
 from traitlets import Bool, Integer, Unicode, default
 
-from rnnlib.confine import SETTINGS
+from grader.confine import SETTINGS
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"

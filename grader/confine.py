@@ -1,6 +1,6 @@
-"""The launcher of the rnn-grader kernel: ``python -m rnnlib.confine -f CONNECTION_FILE``.
+"""The launcher of the rnn-grader kernel: ``python -m grader.confine -f CONNECTION_FILE``.
 
-Standard library only (it runs in every grading kernel). Settings come from rnnlib.grading.GraderKernelManager
+Standard library only (it runs in every grading kernel). Settings come from grader.grading.GraderKernelManager
 in the environment variable RNN_GRADER_SETTINGS; each protection the machine refuses is skipped and named in
 the log line this prints on stderr.
 """
@@ -134,7 +134,7 @@ def confine(settings: dict[str, Any], private: Path) -> tuple[list[str], list[st
 
 
 def main(argv: list[str]) -> None:
-    """``python -m rnnlib.confine -f CONNECTION_FILE``: confine this process, then become an ipykernel."""
+    """``python -m grader.confine -f CONNECTION_FILE``: confine this process, then become an ipykernel."""
     connection = Path(argv[argv.index("-f") + 1])
     info = json.loads(connection.read_text())
     private = Path(info["ip"]).parent  # made by GraderKernelManager for this kernel only
