@@ -2,7 +2,8 @@
 
 One style for all: sigmoid layers yellow, tanh layers blue, element-wise operations pink circles, states as
 black lines with arrows; a highlighted part is red and thick while the rest turns grey. Each function returns
-a ``matplotlib.figure.Figure`` made without pyplot, so a notebook cell that ends with it shows it once.
+a ``Diagram``: a matplotlib ``Figure`` (made without pyplot) that a notebook shows as SVG in HTML and as PNG
+where SVG is not used (the PDF book).
 The symbols are the equations': f_t, i_t, c̃_t, c_t, o_t, h_t for the LSTM and r_t, z_t, h̃_t for the GRU.
 
 The LSTM and GRU cells are drawn from a list of parts, each tagged with the groups it belongs to
@@ -10,6 +11,7 @@ The LSTM and GRU cells are drawn from a list of parts, each tagged with the grou
 section can repeat the cell with its own path highlighted.
 """
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +25,23 @@ FONT = 13
 
 LSTM_GROUPS = ("combine", "forget", "input", "candidate", "cell", "output", "hidden")
 GRU_GROUPS = ("combine", "reset", "update", "candidate", "mix")
+
+
+class Diagram:
+    """A figure that Jupyter shows as SVG (sharp at any zoom) or PNG; ``figure`` is the matplotlib Figure."""
+
+    def __init__(self, figure: Figure) -> None:
+        self.figure = figure
+
+    def _repr_svg_(self) -> str:
+        buffer = io.StringIO()
+        self.figure.savefig(buffer, format="svg", bbox_inches="tight")
+        return buffer.getvalue()
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+        return buffer.getvalue()
 
 
 @dataclass
@@ -142,11 +161,11 @@ def draw_lstm_cell(ax: Axes, highlight: Iterable[str] = ()) -> Axes:
     return ax
 
 
-def lstm_cell(highlight: Iterable[str] = ()) -> Figure:
+def lstm_cell(highlight: Iterable[str] = ()) -> Diagram:
     """The LSTM cell; ``highlight`` takes groups of ``LSTM_GROUPS`` (e.g. ``("forget",)``)."""
     fig, ax = _canvas(12, 6.3)
     draw_lstm_cell(ax, highlight)
-    return fig
+    return Diagram(fig)
 
 
 # --- GRU ----------------------------------------------------------------------------------------------------
@@ -190,17 +209,17 @@ def gru_parts() -> list[Part]:
     ]
 
 
-def gru_cell(highlight: Iterable[str] = ()) -> Figure:
+def gru_cell(highlight: Iterable[str] = ()) -> Diagram:
     """The GRU cell in PyTorch's convention (z_t keeps the old state); ``highlight``: ``GRU_GROUPS``."""
     fig, ax = _canvas(12, 6.3)
     ax.add_patch(Rectangle((1.4, 0.8), 9.4, 5.2, fc=CELL, ec="#9bbf8f", lw=1, zorder=0))
     _render(ax, gru_parts(), highlight)
-    return fig
+    return Diagram(fig)
 
 
 # --- plain RNN ----------------------------------------------------------------------------------------------
 
-def rnn_cell() -> Figure:
+def rnn_cell() -> Diagram:
     """The plain RNN cell: [h_{t-1}, x_t] → one tanh layer → h_t (to the next step and to the output)."""
     fig, ax = _canvas(9, 5)
     ax.add_patch(Rectangle((1.4, 0.8), 6.2, 3.6, fc=CELL, ec="#9bbf8f", lw=1, zorder=0))
@@ -214,10 +233,10 @@ def rnn_cell() -> Figure:
                      ((7.1, 4.75), "$h_t$")):
         ax.text(*xy, text, ha="center", va="center", fontsize=FONT)
     ax.text(5.3, 2.2, r"$W_h \cdot [h_{t-1}, x_t] + b_h$", ha="left", va="center", fontsize=FONT - 2)
-    return fig
+    return Diagram(fig)
 
 
-def unrolled_rnn(steps: int = 4) -> Figure:
+def unrolled_rnn(steps: int = 4) -> Diagram:
     """The recurrent layer folded (one cell with a loop) and unrolled through time: the same cell at every
     step, h_{t-1} in from the left, x_t from below, h_t out to the next step and above."""
     width = 4.2 + 2.2 * steps
@@ -246,7 +265,7 @@ def unrolled_rnn(steps: int = 4) -> Figure:
             _line(ax, [(x + 0.6, 2.2), (xs[k + 1] - 0.6, 2.2)], arrow=not dots, color=INK)
             if dots:
                 ax.text((x + xs[k + 1]) / 2, 2.45, "⋯", ha="center", va="center", fontsize=FONT + 4)
-    return fig
+    return Diagram(fig)
 
 
 def _cell_box(ax: Axes, xy: tuple[float, float], text: str, fill: str = STATE) -> None:
@@ -255,7 +274,7 @@ def _cell_box(ax: Axes, xy: tuple[float, float], text: str, fill: str = STATE) -
 
 # --- gradients through time ---------------------------------------------------------------------------------
 
-def gradient_paths() -> Figure:
+def gradient_paths() -> Diagram:
     """Backpropagation through time in a plain RNN (a product of step Jacobians, one matrix per step)
     beside the LSTM's cell state (an additive path: the gradient is only multiplied by the forget gates)."""
     steps = 4
@@ -285,7 +304,7 @@ def gradient_paths() -> Figure:
     ax.text(width / 2, 0.2, r"along the belt $c_k = f_k \odot c_{k-1} + i_k \odot \tilde{c}_k$: "
             r"$\partial c_T / \partial c_t = f_T \odot \cdots \odot f_{t+1}$, no matrix, no tanh",
             ha="center", va="center", fontsize=FONT - 1)
-    return fig
+    return Diagram(fig)
 
 
 # --- the four sequence shapes -------------------------------------------------------------------------------
@@ -293,7 +312,7 @@ def gradient_paths() -> Figure:
 SHAPES = ("sequence → vector", "vector → sequence", "sequence → sequence", "encoder → decoder")
 
 
-def sequence_shapes() -> Figure:
+def sequence_shapes() -> Diagram:
     """The four ways of the first chapter, as rows of cells (green) with inputs (pink) below and outputs
     (blue) above: sequence → vector, vector → sequence, sequence → sequence, encoder → decoder."""
     fig = Figure(figsize=(11, 6.2))
@@ -327,4 +346,4 @@ def sequence_shapes() -> Figure:
                 _line(ax, [(x + gap, 2.0), (x + step - gap, 2.0)], lw=1.4)
     fig.text(0.5, 0.01, "pink: inputs $x_t$ · green: recurrent cell, state $h_t$ passed to the right · "
              "yellow: decoder cells · blue: outputs", ha="center", fontsize=FONT - 2)
-    return fig
+    return Diagram(fig)
