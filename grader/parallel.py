@@ -1,0 +1,346 @@
+"""Grade a class in parallel: every (assignment, student) pair by nbgrader's own autograde, on Dask workers.
+
+    python -m grader grade 03_lstm_gates [--workers N] [--scheduler tcp://HOST:PORT] [--db URL] [--force]
+
+One task per submission runs ``nbgrader autograde A --student S`` in a subprocess, from the course root, so
+the autograde pipeline of nbgrader_config.py (the course's sandbox) applies unchanged. The task writes into a
+throwaway place of its own: a copy of the assignment's part of the gradebook (sqlite) and an autograded/
+folder. The command is the only writer of the real gradebook: it imports each result through nbgrader's
+``Gradebook`` API (the fields autograde writes: the submission's timestamp, each grade's auto_score and
+needs_manual_grade, each comment's auto_comment, each notebook's late penalty), then moves the autograded
+notebooks into place. No two processes write one database, so sqlite is never locked, and the real gradebook
+may be PostgreSQL (``--db postgresql://user@host/db``, the password from libpq's PGPASSWORD or a 0600
+PGPASSFILE / ~/.pgpass of the command's user): workers never see it, and the grading subprocess gets no PG*
+variable.
+
+Resumable: before a batch, a marker per submission is written to .grading/pending/; it goes only after the
+result is in the gradebook and autograded/. A submission is done when autograded/<student>/<assignment>/
+exists (nbgrader's own rule) and no marker is left; a killed worker's tasks are rerun by Dask, a killed
+command is resumed by running it again. Without a Dask scheduler, a LocalCluster of ``--workers`` threads
+(each waits on its nbgrader subprocess) grades on this machine. With ``--scheduler``, the workers must see the
+course directory at the same path (a shared filesystem) and have this package installed.
+"""
+
+import argparse
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.coursedir import CourseDirectory
+from sqlalchemy.exc import SAWarning
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+STATE = ".grading"  # in the course root: pending/ markers, logs/, work/ (each task's throwaway place)
+BIN = Path(sys.executable).parent  # nbgrader shells out to alembic: the venv's bin/ goes first on PATH
+
+
+@dataclass(frozen=True)
+class Task:
+    """One submission to grade, as plain data (sent to a Dask worker)."""
+
+    root: str
+    assignment: str
+    student: str
+    template: bytes  # a sqlite gradebook holding the assignment, its notebooks and cells
+    course_id: str
+    extension: timedelta | None = None  # the submission's extension in the real gradebook
+    manual: dict[tuple[str, str], float] = field(default_factory=dict)  # (notebook, cell) -> manual score
+    args: tuple[str, ...] = ()  # more options for `nbgrader autograde`
+    timeout: float = 1800.0
+
+
+@dataclass
+class Result:
+    """A task's answer: nbgrader's exit status and log, the fields autograde wrote, where its output is."""
+
+    assignment: str
+    student: str
+    returncode: int
+    log: str
+    work: str  # the task's throwaway folder (its autograded/ is moved into place by the command)
+    submission: dict | None  # None: autograde never recorded the submission
+
+
+def load_course(root: Path, db_url: str | None = None) -> CourseDirectory:
+    """The course's CourseDirectory as nbgrader_config.py in ``root`` sets it."""
+    config = Config()
+    if (root / "nbgrader_config.py").is_file():
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.CourseDirectory.root = str(root)
+    if db_url:
+        config.CourseDirectory.db_url = db_url
+    return CourseDirectory(config=config)
+
+
+# --- the gradebook: what a task needs, and what it brings back -------------------------------------------
+
+
+def template(gradebook: Gradebook, assignment: str, course_id: str) -> bytes:
+    """A fresh sqlite gradebook with ``assignment``'s notebooks and cells copied from ``gradebook``."""
+    source = gradebook.find_assignment(assignment)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gradebook.db"
+        with Gradebook(f"sqlite:///{path}", course_id) as copy:
+            copy.update_or_create_assignment(assignment, duedate=source.duedate)
+            for nb in source.notebooks:
+                copy.add_notebook(nb.name, assignment, kernelspec=nb.kernelspec)
+                for cell in nb.grade_cells:
+                    copy.add_grade_cell(cell.name, nb.name, assignment, max_score=cell.max_score,
+                                        cell_type=cell.cell_type)  # fmt: skip
+                for cell in nb.solution_cells:
+                    copy.add_solution_cell(cell.name, nb.name, assignment)
+                for cell in nb.task_cells:
+                    copy.add_task_cell(cell.name, nb.name, assignment, max_score=cell.max_score,
+                                       cell_type=cell.cell_type)  # fmt: skip
+                for cell in nb.source_cells:
+                    copy.add_source_cell(cell.name, nb.name, assignment, cell_type=cell.cell_type,
+                                         locked=cell.locked, source=cell.source,
+                                         checksum=cell.checksum)  # fmt: skip
+        return path.read_bytes()
+
+
+def prior(gradebook: Gradebook, assignment: str, student: str) -> dict:
+    """What autograde's result depends on in an earlier submission: its extension and the manual scores."""
+    try:
+        submission = gradebook.find_submission(assignment, student)
+    except MissingEntry:
+        return {}
+    manual = {(nb.name, g.name): g.manual_score for nb in submission.notebooks for g in nb.grades
+              if g.manual_score is not None}  # fmt: skip
+    return {"extension": submission.extension, "manual": manual}
+
+
+def written(gradebook: Gradebook, assignment: str, student: str) -> dict | None:
+    """The fields `nbgrader autograde` writes for one submission, as plain data."""
+    try:
+        submission = gradebook.find_submission(assignment, student)
+    except MissingEntry:
+        return None
+    return {
+        "timestamp": submission.timestamp,
+        "notebooks": {
+            nb.name: {
+                "late_submission_penalty": nb.late_submission_penalty,
+                "grades": {g.name: (g.auto_score, g.needs_manual_grade) for g in nb.grades},
+                "comments": {c.name: c.auto_comment for c in nb.comments},
+            }
+            for nb in submission.notebooks
+        },
+    }
+
+
+def record(gradebook: Gradebook, assignment: str, student: str, fields: dict) -> None:
+    """Write ``fields`` (from ``written``) into ``gradebook`` as autograde would have."""
+    gradebook.update_or_create_student(student)
+    timestamp = {"timestamp": fields["timestamp"]} if fields["timestamp"] else {}
+    with warnings.catch_warnings():  # nbgrader's add_submission autoflushes half-made rows: harmless
+        warnings.simplefilter("ignore", SAWarning)
+        gradebook.update_or_create_submission(assignment, student, **timestamp)
+    for name, nb in fields["notebooks"].items():
+        notebook = gradebook.find_submission_notebook(name, assignment, student)
+        notebook.late_submission_penalty = nb["late_submission_penalty"]
+        for cell, (auto_score, needs_manual_grade) in nb["grades"].items():
+            grade = gradebook.find_grade(cell, name, assignment, student)
+            grade.auto_score, grade.needs_manual_grade = auto_score, needs_manual_grade
+        for cell, auto_comment in nb["comments"].items():
+            gradebook.find_comment(cell, name, assignment, student).auto_comment = auto_comment
+    gradebook.db.commit()
+
+
+# --- one task, on a worker ---------------------------------------------------------------------------------
+
+
+def grade_submission(task: Task) -> Result:
+    """``nbgrader autograde A --student S`` into a throwaway gradebook and autograded/; never raises."""
+    work = Path(task.root) / STATE / "work" / task.assignment / f"{task.student}.{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    db = work / "gradebook.db"
+    db.write_bytes(task.template)
+    with Gradebook(f"sqlite:///{db}", task.course_id) as gradebook:
+        if task.extension is not None or task.manual:
+            gradebook.update_or_create_student(task.student)
+            gradebook.update_or_create_submission(task.assignment, task.student, extension=task.extension)
+            for (notebook, cell), score in task.manual.items():
+                gradebook.find_grade(cell, notebook, task.assignment, task.student).manual_score = score
+            gradebook.db.commit()
+    # the grading kernel inherits this environment: no database credential in it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    command = [str(BIN / "nbgrader"), "autograde", task.assignment, f"--student={task.student}",
+               f"--CourseDirectory.db_url=sqlite:///{db}",
+               f"--CourseDirectory.autograded_directory={work / 'autograded'}", *task.args]  # fmt: skip
+    try:
+        done = subprocess.run(command, cwd=task.root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=task.timeout)  # fmt: skip
+        returncode, log = done.returncode, done.stdout
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
+        returncode, log = -1, f"{out}\n[grader.parallel] nbgrader autograde killed after {task.timeout:g} s\n"
+    with Gradebook(f"sqlite:///{db}", task.course_id) as gradebook:
+        fields = written(gradebook, task.assignment, task.student)
+    return Result(task.assignment, task.student, returncode, log, str(work), fields)
+
+
+# --- the command: plan, dispatch, record ------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """The grading state of one course: the lock, the pending markers, the logs."""
+
+    course: CourseDirectory
+
+    @property
+    def root(self) -> Path:
+        return Path(self.course.root)
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE
+
+    def marker(self, assignment: str, student: str) -> Path:
+        return self.state / "pending" / assignment / student
+
+    def log_path(self, assignment: str, student: str) -> Path:
+        return self.state / "logs" / assignment / f"{student}.log"
+
+    def autograded(self, assignment: str, student: str) -> Path:
+        return Path(self.course.format_path(self.course.autograded_directory, student, assignment))
+
+    def students(self, assignment: str) -> list[str]:
+        """Every student with a folder submitted/<student>/<assignment>/."""
+        pattern = Path(self.course.format_path(self.course.submitted_directory, "*", assignment))
+        return sorted(p.parent.name for p in pattern.parent.parent.glob(f"*/{pattern.name}") if p.is_dir())
+
+    def pending(self, assignment: str, force: bool) -> list[str]:
+        done = lambda s: self.autograded(assignment, s).is_dir() and not self.marker(assignment, s).exists()  # noqa: E731
+        return [s for s in self.students(assignment) if force or not done(s)]
+
+    def install(self, result: Result) -> None:
+        """The task's autograded/ folder in place of the course's (none if autograde failed, as nbgrader)."""
+        target = self.autograded(result.assignment, result.student)
+        fresh = Path(result.work) / "autograded" / result.student / result.assignment
+        if target.exists():
+            shutil.rmtree(target)
+        if fresh.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(fresh, target)
+
+
+def dispatch(tasks: list[Task], workers: int, scheduler: str | None) -> Iterator[Result]:
+    """Results in completion order, from a Dask cluster or a local one of ``workers`` threads."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if scheduler:
+        client, cluster = Client(scheduler, timeout=30), None
+    else:
+        cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+    try:
+        keys = [f"grade-{t.assignment}-{t.student}-{uuid.uuid4().hex[:8]}" for t in tasks]
+        futures = client.map(grade_submission, tasks, key=keys, pure=False)
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def grade(root: Path, assignments: list[str], *, workers: int, scheduler: str | None = None,
+          db_url: str | None = None, force: bool = False, args: tuple[str, ...] = (),
+          timeout: float = 1800.0, progress: bool = True) -> list[Result]:  # fmt: skip
+    """Grade every pending submission of ``assignments``; return the results of this run."""
+    from tqdm import tqdm
+
+    batch = Batch(load_course(root.resolve(), db_url))
+    batch.state.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(batch.state, 0o700)  # logs and throwaway gradebooks: not for the grading kernels' users
+    url = batch.course.db_url
+    with open(batch.state / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit(f"another grading command is running on {batch.root}")
+        shutil.rmtree(batch.state / "work", ignore_errors=True)  # left by a killed run
+        tasks = []
+        with Gradebook(url, batch.course.course_id) as gradebook:
+            for assignment in assignments:
+                try:
+                    copy = template(gradebook, assignment, batch.course.course_id)
+                except MissingEntry:
+                    sys.exit(f"no assignment {assignment!r} in the gradebook: nbgrader generate_assignment?")
+                for student in batch.pending(assignment, force):
+                    batch.marker(assignment, student).parent.mkdir(parents=True, exist_ok=True)
+                    batch.marker(assignment, student).touch()
+                    before = prior(gradebook, assignment, student)
+                    tasks.append(Task(str(batch.root), assignment, student, copy, batch.course.course_id,
+                                      args=args, timeout=timeout, **before))  # fmt: skip
+        results = []
+        bar = tqdm(total=len(tasks), unit="submission", disable=not progress, file=sys.stderr)
+        for result in dispatch(tasks, workers, scheduler) if tasks else []:
+            if result.submission is not None:
+                with Gradebook(url, batch.course.course_id) as gradebook:
+                    record(gradebook, result.assignment, result.student, result.submission)
+            batch.install(result)
+            log = batch.log_path(result.assignment, result.student)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(result.log)
+            batch.marker(result.assignment, result.student).unlink()
+            shutil.rmtree(result.work, ignore_errors=True)
+            results.append(result)
+            bar.set_postfix(failed=sum(r.returncode != 0 for r in results))
+            bar.update()
+        bar.close()
+    return results
+
+
+def summary(root: Path, results: list[Result], db_url: str | None = None) -> str:
+    """One line per graded submission (points from the gradebook), and where the logs are."""
+    batch = Batch(load_course(root.resolve(), db_url))
+    lines = []
+    with Gradebook(batch.course.db_url, batch.course.course_id) as gradebook:
+        for r in sorted(results, key=lambda r: (r.assignment, r.student)):
+            try:
+                submission = gradebook.find_submission(r.assignment, r.student)
+                points = f"{submission.score:g} / {submission.max_score:g}"
+            except MissingEntry:
+                points = "not in the gradebook"
+            status = "ok" if r.returncode == 0 else f"FAILED (nbgrader exit {r.returncode})"
+            lines.append(f"{r.assignment}  {r.student:24s} {points:>14s}  {status}")
+    failed = [r for r in results if r.returncode != 0]
+    logs = batch.state / "logs"
+    lines.append(f"{len(results)} graded, {len(failed)} failed; logs: {logs}/<assignment>/<student>.log")
+    lines += [f"  failed: {batch.log_path(r.assignment, r.student)}" for r in failed]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader grade", description=__doc__.splitlines()[0])
+    parser.add_argument("assignments", nargs="+", help="assignment ids (folders of solutions/)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="local workers (default: cores)")
+    parser.add_argument("--scheduler", help="a Dask scheduler, tcp://HOST:PORT (default: this machine)")
+    parser.add_argument("--db", help="the gradebook's URL (default: nbgrader_config.py's, gradebook.db)")
+    parser.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per submission")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course directory")
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if not a.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognised arguments: {unknown} (nbgrader options are --Name.trait=value)")
+    results = grade(args.root, args.assignments, workers=args.workers, scheduler=args.scheduler,
+                    db_url=args.db, force=args.force, args=tuple(extra), timeout=args.timeout)  # fmt: skip
+    print(summary(args.root, results, args.db))
+    return 1 if any(r.returncode != 0 for r in results) else 0
