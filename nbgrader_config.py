@@ -25,11 +25,11 @@ c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 
 # Autograde (only) uses the course's grading steps of grader/grading.py, each found by
 # tests/test_grading_matrix.py: deleted test cells put back, a duplicated cell no longer aborting the batch,
-# stderr warnings no longer zeroing a test cell, and ConfinedExecute running each submission in the confined
+# stderr warnings no longer zeroing a test cell, and SplitExecute running each submission in the confined
 # kernel "rnn-grader" (memory, CPU, process and file-size caps, no network, solutions/submissions/gradebook
 # hidden, user nobody; whatever this machine refuses is skipped and named in the kernel's log line).
 # Validate and JupyterLab are unaffected. Limits: c.GraderKernelManager.memory_limit / cpu_limit / ...;
-# grade in the plain kernel with --ConfinedExecute.kernel_name=python3.
+# grade in the plain kernel with --SplitExecute.kernel_name=python3.
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -42,7 +42,7 @@ from nbgrader.preprocessors import (  # noqa: E402
 )
 
 from grader.grading import (  # noqa: E402
-    ConfinedExecute,
+    SplitExecute,
     DropEmptiedMetadata,
     RestoreDeletedCells,
     SaveAutoGradesIgnoringStderr,
@@ -57,7 +57,7 @@ c.Autograde.sanitize_preprocessors = [
     CheckCellMetadata,
 ]
 c.Autograde.autograde_preprocessors = [
-    ConfinedExecute,
+    SplitExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

@@ -1,93 +1,75 @@
-"""A confined kernel for `nbgrader autograde`: learner code runs under limits, away from the course's secrets.
+"""Autograde in two processes: learner code in a throwaway sandbox, the tests in a trusted process.
 
-nbgrader_config.py puts ``ConfinedExecute`` in place of nbgrader's Execute in autograde only (validate and
-JupyterLab keep the plain python3 kernel), with the three grading steps at the end of this file.
-ConfinedExecute starts the kernel "rnn-grader" (grader/kernels/rnn-grader/kernel.json, found without
-installing it), whose launcher grader/confine.py applies, before starting ipykernel:
+nbgrader runs the tests of a notebook in the learner's own kernel, where code written against the tests can
+reach and change them. ``SplitExecute`` (nbgrader's Execute for autograde, wired in nbgrader_config.py;
+validate and JupyterLab keep the plain kernel) runs each code cell of a submission in one of two places:
 
-- resource limits: address space (``memory_limit``), CPU seconds (``cpu_limit``: the cell running when it is
-  reached fails with ``CPUTimeExceeded``, a few seconds later the kernel is killed), file size, no core dumps,
-  and processes/threads (``process_limit``: the kernel counts as a dedicated user, so only with ``user``);
-- a new network namespace (no network, loopback down): the kernel talks to nbgrader over unix sockets (ipc);
-- a new mount namespace hiding the course's secrets (solutions/, submitted/, autograded/, feedback/, .git,
-  the gradebook) behind empty read-only mounts, and a private writable copy of the notebook's folder;
-- an unprivileged ``user`` (default "nobody"): the process cap counts, and nothing of the instructor's is
-  writable.
+- the **sandbox** (grader.sandbox: bubblewrap, a uid and a cgroup of its own, made for this submission and
+  destroyed after it): the answer cells and the notebook's other cells, as submitted;
+- the **trusted kernel** (a plain python3 kernel that never runs learner code, kept warm across submissions
+  and reset for each notebook): each test cell, visible and hidden, taken from the assignment's source
+  notebook by its grade_id, after the source's setup cells (imports, helpers, constants: the locked cells
+  that use no name an answer defines).
 
-Each protection that the machine refuses is skipped, never failing the grading, and one log line on the
-kernel's stderr (shown by nbgrader) names the protections that are on and off.
+A test reads the learner's work through grader.channel only: before each test cell, the names that the
+source's answer cells define are bound in the trusted namespace, functions as proxies that call them in
+the sandbox (grader.trusted / grader.agent) and values as plain data. The test cell's outputs are recorded
+in the submission as nbgrader expects, so gradebook, feedback and export stay nbgrader's. The hidden tests
+never enter the sandbox, and the reference implementations are not in it (grader.references).
 
-Inside the kernel, ConfinedExecute also
-
-- snapshots the modules the tests rely on (``GUARDED``) and the notebook's names bound to them or to their
-  functions (``np``, ``checks``, ...) before the first answer cell, and silently puts them back before each
-  test cell: an answer that replaces ``checks.assert_close``, ``rnp.lstm_forward`` or
-  ``np.testing.assert_allclose``, or rebinds ``checks``, is undone before the tests run. The snapshot lives
-  in the learner's process: code written against this grader can still reach and spoil it (containers do
-  not change that; only running the tests in another process would);
-- survives a kernel that dies (``os._exit``, a crash): that cell gets an error output (0 for its tests), a
-  fresh kernel replays the code cells before it silently, and grading goes on (at most ``max_restarts``).
+A sandbox kernel that dies (``os._exit``, the memory cap) gives that cell an error output (0 for its tests);
+a fresh sandbox replays the code cells before it silently, and grading goes on (at most ``max_restarts``).
 """
 
+import ast
+import asyncio
+import atexit
 import json
+import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient.exceptions import DeadKernelError
+from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Bool, Integer, List, Unicode, default
 
-from grader.confine import SETTINGS
+from grader.sandbox import BASE, OPT_OUTS, SETTINGS
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
-GUARDED = ("rnnlib.checks", "rnnlib.numpy", "rnnlib.equations", "rnnlib.torch", "numpy", "numpy.testing",
-           "torch", "torch.testing", "torch.nn.functional", "builtins", "math")  # fmt: skip
-
-# Run in the kernel: a hidden module "_rnn_grader_guard" holding the snapshot and its restore().
-SNAPSHOT = f"""
-def _rnn_grader_snapshot():
-    import sys, types
-    modules = {{n: sys.modules[n] for n in {GUARDED!r} if n in sys.modules}}
-    saved = {{n: dict(vars(m)) for n, m in modules.items()}}
-    ns = get_ipython().user_ns
-    names = {{k: v for k, v in ns.items() if not k.startswith("_")
-             and (isinstance(v, types.ModuleType) or getattr(v, "__module__", None) in modules)}}
-    def restore():
-        for n, m in modules.items():
-            sys.modules[n] = m
-            vars(m).update((k, v) for k, v in saved[n].items() if vars(m).get(k, restore) is not v)
-        ns.update((k, v) for k, v in names.items() if ns.get(k, restore) is not v)
-    sys.modules["_rnn_grader_guard"] = types.SimpleNamespace(restore=restore)
-_rnn_grader_snapshot()
-del _rnn_grader_snapshot
-"""
-RESTORE = "__import__('_rnn_grader_guard').restore()"
+SERVE_GRACE = 10  # seconds the sandbox gets to finish its part after a test cell, before an interrupt
 
 
-class GraderKernelManager(AsyncKernelManager):
-    """Finds the rnn-grader kernelspec, talks to the kernel over unix sockets, passes the limits on."""
+class SandboxKernelManager(AsyncKernelManager):
+    """Starts the rnn-grader kernel (grader.sandbox) for one submission, over unix sockets, with its limits."""
 
-    memory_limit = Integer(4 * 2**30, help="Address-space cap in bytes (RLIMIT_AS).").tag(config=True)
-    cpu_limit = Integer(300, help="CPU seconds for a whole notebook (RLIMIT_CPU).").tag(config=True)
-    process_limit = Integer(64, help="Processes and threads of the user (RLIMIT_NPROC).").tag(config=True)
+    memory_limit = Integer(4 * 2**30, help="Resident memory of the sandbox in bytes (cgroup).").tag(config=True)
+    cpu_limit = Integer(300, help="CPU seconds of the sandbox's kernel for a whole notebook.").tag(config=True)
+    process_limit = Integer(64, help="Processes and threads in the sandbox (cgroup pids).").tag(config=True)
     file_size_limit = Integer(256 * 2**20, help="Largest file written (RLIMIT_FSIZE).").tag(config=True)
-    user = Unicode("nobody", help="User to run as when root ('': no change).").tag(config=True)
-    isolate_network = Bool(True, help="Run the kernel in a new network namespace.").tag(config=True)
-    hide_course = Bool(True, help="Hide the course's solutions, submissions and gradebook.").tag(config=True)
+    allow_without = List(
+        Unicode(), help=f"Protections to grade without when the machine lacks them, among {OPT_OUTS}: every "
+        "log line then says so. Empty (the default): grading refuses to start without them."
+    ).tag(config=True)  # fmt: skip
+    assignment = Unicode("", help="The assignment graded (set by SplitExecute).")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # ipc: the sockets are files, reachable from a kernel in another network namespace
-        self._private = Path(tempfile.mkdtemp(prefix="rnn-grader-"))
-        self.transport, self.ip = "ipc", str(self._private / "kernel")
+        BASE.mkdir(mode=0o711, parents=True, exist_ok=True)
+        # ipc: the sockets are files, reachable in the sandbox's own network namespace
+        self.private = Path(tempfile.mkdtemp(prefix="k-", dir=BASE))
+        self.private.chmod(0o700)
+        self.transport, self.ip = "ipc", str(self.private / "kernel")
 
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self) -> KernelSpecManager:
@@ -95,102 +77,210 @@ class GraderKernelManager(AsyncKernelManager):
         manager.kernel_dirs = [str(KERNELS), *manager.kernel_dirs]
         return manager
 
-    def secrets(self) -> list[str]:
-        """The course paths the kernel must not see: solutions, every submission, feedback, git, gradebook."""
-        course = CourseDirectory(config=self.config)
-        root = Path(course.root)
-        names = [course.source_directory, course.submitted_directory, course.autograded_directory]
-        paths = [root / name for name in (*names, course.feedback_directory, ".git")]
-        if course.db_url.startswith("sqlite:///"):
-            paths.append(Path(course.db_url.removeprefix("sqlite:///")))
-        return [str(p) for p in paths if p.exists()]
-
     async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
-        settings = {
-            "memory": self.memory_limit,
-            "cpu": self.cpu_limit,
-            "processes": self.process_limit,
-            "file_size": self.file_size_limit,
-            "user": self.user,
-            "network": not self.isolate_network,
-            "hide": self.secrets() if self.hide_course else [],
-        }
+        unknown = set(self.allow_without) - set(OPT_OUTS)
+        if unknown:
+            raise ValueError(f"allow_without: unknown protections {sorted(unknown)} (known: {OPT_OUTS})")
+        settings = {"memory": self.memory_limit, "cpu": self.cpu_limit, "processes": self.process_limit,
+                    "file_size": self.file_size_limit, "allow_without": self.allow_without,
+                    "assignment": self.assignment}  # fmt: skip
         env = dict(kw.pop("env", None) or os.environ, **{SETTINGS: json.dumps(settings)})
         await super().start_kernel(env=env, **kw)
 
     async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
         await super().cleanup_resources(restart=restart)
         if not restart:
-            shutil.rmtree(self._private, ignore_errors=True)
+            shutil.rmtree(self.private, ignore_errors=True)
 
 
-class ConfinedExecute(Execute):
-    """nbgrader's Execute in the rnn-grader kernel; ``--ConfinedExecute.kernel_name=python3`` turns it off."""
+def defined_names(source: str) -> set[str]:
+    """The global names a cell binds at top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        else:
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names
 
-    kernel_name = Unicode(KERNEL_NAME, help="The kernel autograde runs submissions in.").tag(config=True)
-    max_restarts = Integer(3, help="Fresh kernels per notebook after the kernel died.").tag(config=True)
+
+def used_names(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+
+
+class Plan:
+    """What the assignment's source notebook says: test code by grade_id, setup cells, the answers' names."""
+
+    def __init__(self, source: NotebookNode) -> None:
+        self.learner_names: set[str] = set()
+        self.tests: dict[str, str] = {}
+        self.order: list[tuple[str, str]] = []  # (kind, code) in source order: "setup" or "test:<grade_id>"
+        cells = [c for c in source.cells if c.cell_type == "code"]
+        for cell in cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("solution"):
+                self.learner_names |= defined_names(_python(cell.source))
+        for cell in cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("solution"):
+                continue
+            if meta.get("grade"):
+                self.tests[meta["grade_id"]] = cell.source
+                self.order.append((f"test:{meta['grade_id']}", cell.source))
+            elif not used_names(_python(cell.source)) & self.learner_names:
+                self.order.append(("setup", cell.source))
+
+    def setup_before(self, grade_id: str) -> list[str]:
+        """The setup cells that come before the test ``grade_id`` in the source."""
+        index = self.order.index((f"test:{grade_id}", self.tests[grade_id]))
+        return [code for kind, code in self.order[:index] if kind == "setup"]
+
+
+def _python(source: str) -> str:
+    """A cell's source with IPython's magics and shell escapes commented out, for the ast module."""
+    return "\n".join("#" + line if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+class SplitExecute(Execute):
+    """Answer cells in a per-submission sandbox, test cells in a trusted kernel (see the module docstring)."""
+
+    kernel_name = Unicode(KERNEL_NAME, help="The sandbox kernel learner code runs in.").tag(config=True)
+    trusted_kernel_name = Unicode("python3", help="The kernel the tests run in.").tag(config=True)
+    max_restarts = Integer(3, help="Fresh sandboxes per notebook after the kernel died.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("kernel_manager_class", GraderKernelManager)
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(**kwargs)
+        self._trusted: tuple[KernelManager, Any] | None = None
+        opt_outs = self.config.SandboxKernelManager.get("allow_without", [])
+        if opt_outs:
+            _mark_every_log_line(self.log, f"[UNSAFE: grading without {' and '.join(opt_outs)}] ")
+
+    # --- the notebook ---------------------------------------------------------------------------------
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple:
-        self._snapshot_taken, self._restarts, self._dead = False, 0, set()
+        names = resources["nbgrader"]
+        self._assignment = names["assignment"]
+        coursedir = CourseDirectory(config=self.config)
+        path = Path(coursedir.format_path(coursedir.source_directory, ".", names["assignment"]))
+        path = path / f"{names['notebook']}.ipynb"
+        if not path.exists():
+            raise FileNotFoundError(f"the source notebook {path} is needed: the tests are taken from it")
+        self._plan = Plan(nbformat.read(path, as_version=4))
+        self._restarts, self._dead, self._setup_done = 0, set(), 0
+        self._trusted_kernel()
+        self._in_trusted("get_ipython().reset(new_session=False)")
         return super().preprocess(nb, resources, km)
 
+    def create_kernel_manager(self) -> KernelManager:
+        km = super().create_kernel_manager()
+        km.assignment = self._assignment
+        return km
+
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple:
+        if cell.cell_type != "code":
+            return cell, self.resources
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         try:
-            self._guard(cell)
+            if grade_id in self._plan.tests:
+                return self._test(cell, index, grade_id), self.resources
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
             self._dead.add(index)
             cell.outputs.append(NotebookNode(
-                output_type="error", ename="DeadKernelError", evalue="the kernel died running this cell",
-                traceback=["DeadKernelError: the kernel died running this cell (os._exit? a crash?); "
-                           "graded 0, the notebook goes on in a fresh kernel"]))  # fmt: skip
+                output_type="error", ename="DeadKernelError", evalue="the sandbox's kernel died in this cell",
+                traceback=["DeadKernelError: the sandbox's kernel died running this cell (os._exit? the memory "
+                           "cap?); graded 0, the notebook goes on in a fresh sandbox"]))  # fmt: skip
             self._restart(index)
             return cell, self.resources
 
-    def _guard(self, cell: NotebookNode) -> None:
-        """Snapshot before the first answer or test cell runs; put the snapshot back before each test cell."""
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not (meta.get("solution") or meta.get("grade")):
+    # --- a test cell, in the trusted kernel ---------------------------------------------------------------
+
+    def _test(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
+        setup = self._plan.setup_before(grade_id)
+        for code in setup[self._setup_done :]:
+            self._in_trusted(code)
+        self._setup_done = max(self._setup_done, len(setup))
+        cell.source = self._plan.tests[grade_id]  # the source's test, hidden part included
+        socket = str(self.km.private / "agent.sock")
+        serving = self.kc.execute(f"__import__('grader.agent').agent.serve({socket!r})", silent=True,
+                                  store_history=False)  # fmt: skip
+        names = sorted(self._plan.learner_names)
+        self._in_trusted(f"__import__('grader.trusted').trusted.bind({socket!r}, {names!r}, globals())")
+        sandbox = self.km, self.kc
+        self.km, self.kc = self._trusted
+        try:
+            cell = self.execute_cell(cell, index, store_history=False)
+        finally:
+            self.km, self.kc = sandbox
+            self._in_trusted("__import__('grader.trusted').trusted.release()")
+        self._finish_serving(serving)
+        return cell
+
+    def _finish_serving(self, msg_id: str) -> None:
+        """Wait for the sandbox's part of a test; interrupt it if it runs on; DeadKernelError if it is gone."""
+        for attempt in range(2):
+            try:
+                run_sync(_reply)(self.kc, msg_id, SERVE_GRACE)
+                return
+            except TimeoutError:
+                if not run_sync(self.km.is_alive)():
+                    break
+                if attempt == 0:
+                    run_sync(self.km.interrupt_kernel)()
+        raise DeadKernelError("the sandbox did not come back after a test cell")
+
+    def _trusted_kernel(self) -> None:
+        if self._trusted is not None and run_sync(self._trusted[0].is_alive)():
             return
-        if self._snapshot_taken and not meta.get("grade"):
-            return
-        reply = self._silently(RESTORE if self._snapshot_taken else SNAPSHOT)
-        self._snapshot_taken = True
-        if reply is None or reply["content"]["status"] != "ok":
-            self.log.warning("The grader's snapshot failed in the kernel: %s", reply and reply["content"])
+        km = AsyncKernelManager(kernel_name=self.trusted_kernel_name)
+        run_sync(km.start_kernel)(extra_arguments=["--HistoryManager.enabled=False"], cwd=tempfile.gettempdir(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kc = km.client()
+        kc.start_channels()
+        run_sync(kc.wait_for_ready)(timeout=self.startup_timeout)
+        self._trusted = km, kc
+        atexit.register(lambda: (kc.stop_channels(), run_sync(km.shutdown_kernel)(now=True)))
+
+    def _in_trusted(self, code: str) -> None:
+        """Run trusted code (setup cells, the channel's bind and release) silently in the trusted kernel."""
+        km, kc = self._trusted
+        reply = run_sync(_reply)(kc, kc.execute(code, silent=True, store_history=False), self.timeout)
+        if reply["content"]["status"] != "ok":
+            self.log.warning("trusted kernel: %s: %s", reply["content"].get("ename"), reply["content"].get("evalue"))
+
+    # --- a dead sandbox -------------------------------------------------------------------------------
 
     def _silently(self, code: str) -> dict | None:
-        """Run ``code`` in the kernel with no trace in the notebook; a kernel death is the caller's."""
+        """Run ``code`` in the sandbox with no trace in the notebook; a kernel death is the caller's."""
         return self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
 
     def _restart(self, index: int) -> None:
-        """A fresh kernel with the code cells before ``index`` replayed silently (those that died skipped)."""
+        """A fresh sandbox with the sandbox cells before ``index`` replayed silently (those that died skipped)."""
         while True:
             self._restarts += 1
             if self._restarts > self.max_restarts:
-                raise DeadKernelError(f"Kernel died more than {self.max_restarts} times")
+                raise DeadKernelError(f"the sandbox's kernel died more than {self.max_restarts} times")
             self.log.warning(
-                "The kernel died in cell %d: its tests score 0; a fresh kernel (%d of at most %d) replays "
-                "the cells before it", index, self._restarts, self.max_restarts)  # fmt: skip
+                "The sandbox's kernel died in cell %d: its tests score 0; a fresh sandbox (%d of at most %d) "
+                "replays the cells before it", index, self._restarts, self.max_restarts)  # fmt: skip
             self._cleanup_kernel()
             self.km = self.create_kernel_manager()
             self.start_new_kernel()
             self.start_new_kernel_client()
-            self._snapshot_taken = False
             try:
                 for i, earlier in enumerate(self.nb.cells[:index]):
-                    if earlier.cell_type == "code" and i not in self._dead and not timed_out(earlier):
+                    grade_id = earlier.metadata.get("nbgrader", {}).get("grade_id")
+                    if (earlier.cell_type == "code" and i not in self._dead and grade_id not in self._plan.tests
+                            and not timed_out(earlier)):
                         self._replay(i, earlier)
                 return
             except DeadKernelError:
                 continue
 
     def _replay(self, index: int, cell: NotebookNode) -> None:
-        self._guard(cell)
         try:
             self._silently(cell.source)
         except DeadKernelError:
@@ -198,8 +288,34 @@ class ConfinedExecute(Execute):
             raise
 
 
+async def _reply(kc: Any, msg_id: str, timeout: float | None) -> dict:
+    """The shell reply to ``msg_id`` (other replies are dropped); TimeoutError after ``timeout`` seconds."""
+
+    async def reply() -> dict:
+        while True:
+            msg = await kc.shell_channel.get_msg(timeout=None)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+
+    try:
+        return await asyncio.wait_for(reply(), timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no reply in {timeout} s") from None
+
+
+def _mark_every_log_line(log: logging.Logger | logging.LoggerAdapter, mark: str) -> None:
+    class Mark(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg = mark + str(record.msg)
+            return True
+
+    logger = log.logger if isinstance(log, logging.LoggerAdapter) else log
+    logger.addFilter(Mark())
+
+
 def timed_out(cell: NotebookNode) -> bool:
     return any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", []))
+
 
 
 # Three changes to nbgrader 0.9.6's autograde steps, each found by tests/test_grading_matrix.py:

@@ -1,0 +1,28 @@
+"""The kernel inside the sandbox: ``python -m grader.kernel -f CONNECTION_FILE``.
+
+An ipykernel with IPython's history off (no record of the cells in the sandbox), in which running out of
+CPU time raises ``CPUTimeExceeded`` in the cell that used it up (the hard limit kills the kernel 5 s later).
+"""
+
+import signal
+import sys
+from typing import Any
+
+
+class CPUTimeExceeded(Exception):
+    """Raised in the running cell when the sandbox has used its CPU-time cap."""
+
+
+def _raise_cpu_time_exceeded(signum: int, frame: Any) -> None:
+    raise CPUTimeExceeded("the grading sandbox used up its CPU time")
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGXCPU, _raise_cpu_time_exceeded)
+    from ipykernel.kernelapp import launch_new_instance
+
+    launch_new_instance(argv=[*argv, "--HistoryManager.enabled=False"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
