@@ -7,20 +7,22 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 MATHJAX := _static/mathjax/tex-chtml.js
 
-.PHONY: help install book test lint lab exercises bench chromium clean
+.PHONY: help install book test test-fast lint lab exercises bench chromium clean
 
 help:
 	@echo "make book       build the HTML book into _build/html (warnings are errors)"
 	@echo "make test       install everything and run the whole test-suite"
+	@echo "make test-fast  the library lanes only (no browser, nbgrader or slow tests), under a minute"
 	@echo "make lab        copy the exercises to my-work/ and open JupyterLab there (learners)"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader (instructors)"
 	@echo "make bench      print the speed ratios of bench/ (LSTM speed, autograde time)"
 	@echo "make lint       ruff"
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml declares ranges; constraints.txt holds the course's exact versions (torch 2.13.0 CPU, ...).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[course]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[course]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +45,12 @@ lint: install
 
 test: install chromium book lint
 	$(BIN)/python -m pytest
+
+# The library lanes: rnnlib's tests without the browser, nbgrader or slow ones, one thread, under 60 s.
+FAST_TESTS := tests/test_torch_parity.py tests/test_torch_errors.py tests/test_torch_upstream.py \
+	tests/test_numpy.py tests/test_tasks.py tests/test_vanishing.py tests/test_checks.py tests/test_charlm.py
+test-fast: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not browser and not nbgrader and not slow" $(FAST_TESTS)
 
 exercises: install
 	for a in solutions/*/; do $(BIN)/nbgrader generate_assignment "$$(basename $$a)" --force || exit 1; done
