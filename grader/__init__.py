@@ -1,1 +1,1 @@
-"""The course's grader: nbgrader plumbing and the sandbox that runs untrusted submissions (not part of rnnlib)."""
+"""The course's grader: nbgrader plumbing and the sandbox for untrusted submissions (not part of rnnlib)."""

@@ -43,7 +43,12 @@ def answer(request: Any, ns: dict) -> dict:
         return {"status": "value", "value": result}
     except BaseException as error:  # noqa: B036 — SystemExit and KeyboardInterrupt are the learner's errors too
         text = "".join(traceback.format_exception(error)[-20:])
-        return {"status": "error", "type": type(error).__name__, "message": str(error)[:2000], "traceback": text}
+        return {
+            "status": "error",
+            "type": type(error).__name__,
+            "message": str(error)[:2000],
+            "traceback": text,
+        }
 
 
 def serve(path: str) -> None:

@@ -51,10 +51,14 @@ SERVE_GRACE = 10  # seconds the sandbox gets to finish its part after a test cel
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """Starts the rnn-grader kernel (grader.sandbox) for one submission, over unix sockets, with its limits."""
+    """Starts the rnn-grader kernel (grader.sandbox) of one submission, over unix sockets, with its limits."""
 
-    memory_limit = Integer(4 * 2**30, help="Resident memory of the sandbox in bytes (cgroup).").tag(config=True)
-    cpu_limit = Integer(300, help="CPU seconds of the sandbox's kernel for a whole notebook.").tag(config=True)
+    memory_limit = Integer(4 * 2**30, help="Resident memory of the sandbox in bytes (cgroup).").tag(
+        config=True
+    )
+    cpu_limit = Integer(300, help="CPU seconds of the sandbox's kernel for a whole notebook.").tag(
+        config=True
+    )
     process_limit = Integer(64, help="Processes and threads in the sandbox (cgroup pids).").tag(config=True)
     file_size_limit = Integer(256 * 2**20, help="Largest file written (RLIMIT_FSIZE).").tag(config=True)
     allow_without = List(
@@ -102,7 +106,9 @@ def defined_names(source: str) -> set[str]:
         elif isinstance(node, ast.Import | ast.ImportFrom):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         else:
-            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            names |= {
+                n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+            }
     return names
 
 
@@ -140,7 +146,9 @@ class Plan:
 
 def _python(source: str) -> str:
     """A cell's source with IPython's magics and shell escapes commented out, for the ast module."""
-    return "\n".join("#" + line if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    return "\n".join(
+        "#" + line if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
 
 
 class SplitExecute(Execute):
@@ -191,7 +199,7 @@ class SplitExecute(Execute):
             self._dead.add(index)
             cell.outputs.append(NotebookNode(
                 output_type="error", ename="DeadKernelError", evalue="the sandbox's kernel died in this cell",
-                traceback=["DeadKernelError: the sandbox's kernel died running this cell (os._exit? the memory "
+                traceback=["DeadKernelError: the sandbox's kernel died in this cell (os._exit? the memory "
                            "cap?); graded 0, the notebook goes on in a fresh sandbox"]))  # fmt: skip
             self._restart(index)
             return cell, self.resources
@@ -220,7 +228,7 @@ class SplitExecute(Execute):
         return cell
 
     def _finish_serving(self, msg_id: str) -> None:
-        """Wait for the sandbox's part of a test; interrupt it if it runs on; DeadKernelError if it is gone."""
+        """Wait for the sandbox's part of a test; interrupt it if it runs on; DeadKernelError if gone."""
         for attempt in range(2):
             try:
                 run_sync(_reply)(self.kc, msg_id, SERVE_GRACE)
@@ -236,8 +244,12 @@ class SplitExecute(Execute):
         if self._trusted is not None and run_sync(self._trusted[0].is_alive)():
             return
         km = AsyncKernelManager(kernel_name=self.trusted_kernel_name)
-        run_sync(km.start_kernel)(extra_arguments=["--HistoryManager.enabled=False"], cwd=tempfile.gettempdir(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_sync(km.start_kernel)(
+            extra_arguments=["--HistoryManager.enabled=False"],
+            cwd=tempfile.gettempdir(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         kc = km.client()
         kc.start_channels()
         run_sync(kc.wait_for_ready)(timeout=self.startup_timeout)
@@ -249,7 +261,9 @@ class SplitExecute(Execute):
         km, kc = self._trusted
         reply = run_sync(_reply)(kc, kc.execute(code, silent=True, store_history=False), self.timeout)
         if reply["content"]["status"] != "ok":
-            self.log.warning("trusted kernel: %s: %s", reply["content"].get("ename"), reply["content"].get("evalue"))
+            self.log.warning(
+                "trusted kernel: %s: %s", reply["content"].get("ename"), reply["content"].get("evalue")
+            )
 
     # --- a dead sandbox -------------------------------------------------------------------------------
 
@@ -258,7 +272,7 @@ class SplitExecute(Execute):
         return self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False))
 
     def _restart(self, index: int) -> None:
-        """A fresh sandbox with the sandbox cells before ``index`` replayed silently (those that died skipped)."""
+        """A fresh sandbox, the sandbox cells before ``index`` replayed silently (those that died skipped)."""
         while True:
             self._restarts += 1
             if self._restarts > self.max_restarts:
@@ -273,8 +287,12 @@ class SplitExecute(Execute):
             try:
                 for i, earlier in enumerate(self.nb.cells[:index]):
                     grade_id = earlier.metadata.get("nbgrader", {}).get("grade_id")
-                    if (earlier.cell_type == "code" and i not in self._dead and grade_id not in self._plan.tests
-                            and not timed_out(earlier)):
+                    if (
+                        earlier.cell_type == "code"
+                        and i not in self._dead
+                        and grade_id not in self._plan.tests
+                        and not timed_out(earlier)
+                    ):
                         self._replay(i, earlier)
                 return
             except DeadKernelError:
@@ -315,7 +333,6 @@ def _mark_every_log_line(log: logging.Logger | logging.LoggerAdapter, mark: str)
 
 def timed_out(cell: NotebookNode) -> bool:
     return any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", []))
-
 
 
 # Three changes to nbgrader 0.9.6's autograde steps, each found by tests/test_grading_matrix.py:

@@ -2,7 +2,7 @@
 
 Started by grader.grading.SandboxKernelManager as root, in the submission's folder. It
 
-1. takes a uid of its own from ``UIDS`` (a lock file held while it lives: concurrent gradings never share one);
+1. takes a uid of its own from ``UIDS`` (a lock held while it lives: concurrent gradings never share one);
 2. makes a cgroup (v1 ``memory`` and ``pids`` hierarchies, or v2) capping resident memory and processes;
 3. writes the sandbox's view of the library for the assignment (grader.references) and copies the
    submission's folder into a private work folder owned by that uid;
@@ -81,7 +81,11 @@ class Cgroup:
             (CGROUP_V1 / "rnn-grader" / "cgroup.subtree_control").write_text("+memory +pids")
         else:
             self.dirs = [CGROUP_V1 / "memory" / "rnn-grader" / name, CGROUP_V1 / "pids" / "rnn-grader" / name]
-            limits = {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory, "pids.max": pids}
+            limits = {
+                "memory.limit_in_bytes": memory,
+                "memory.memsw.limit_in_bytes": memory,
+                "pids.max": pids,
+            }
         for d in self.dirs:
             d.mkdir(parents=True, exist_ok=True)
         for key, value in limits.items():
@@ -134,14 +138,20 @@ def bwrap_argv(private: Path, view: Path, torch_real: bool, uid: int) -> tuple[l
     venv = Path(sys.prefix)
     rnnlib = Path(find_spec("rnnlib").submodule_search_locations[0])
     grader = Path(__file__).parent
-    binds = {Path(sys.base_prefix): Path(sys.base_prefix), venv: venv, view / "rnnlib": rnnlib, grader: grader}
+    binds = {
+        Path(sys.base_prefix): Path(sys.base_prefix),
+        venv: venv,
+        view / "rnnlib": rnnlib,
+        grader: grader,
+    }
     if not torch_real:
         binds[view / "torch"] = Path(find_spec("torch").submodule_search_locations[0])
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--uid", str(uid), "--gid", str(uid), "--hostname", "sandbox", "--clearenv",
             "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
             "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+            "--tmpfs", "/dev/shm",
             "--tmpfs", "/run", "--dir", "/etc"]  # fmt: skip
     for name in ("ld.so.cache", "localtime", "passwd", "group", "nsswitch.conf"):
         if Path("/etc", name).exists():

@@ -28,7 +28,9 @@ class SandboxFunction:
         self._connection = connection
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _reply(self._connection, {"op": "call", "name": self.__name__, "args": list(args), "kwargs": kwargs})
+        return _reply(
+            self._connection, {"op": "call", "name": self.__name__, "args": list(args), "kwargs": kwargs}
+        )
 
     def __repr__(self) -> str:
         return f"<learner's function {self.__name__} (runs in the sandbox)>"

@@ -1,0 +1,364 @@
+"""Grades that a learner who has read the grader cannot forge (grader/: SplitExecute, sandbox, channel).
+
+One course with three real assignments (01, 03, 04), graded by the real `nbgrader autograde` in the shipped
+configuration. Every attacker below was written against this grader's code: it hands in correct answers
+except in one answer cell, where it attacks and (mostly) defines a wrong or borrowed function. Where the
+grader holds, the tests depending on that function score 0 and every other test full marks; where it did
+not, the attacker would gain the points of that cell. An honest student, graded last in the same batch, must
+get exactly the gradebook rows and outputs of a clean run, and after the batch no process, file, uid lock
+holder or cgroup of any sandbox may be left.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+from test_exercises import LOADED, ROOT, nbgrader
+
+from grader.sandbox import BASE, CGROUP_V1, UIDS
+
+pytestmark = pytest.mark.nbgrader
+BIN = Path(sys.executable).parent
+ASSIGNMENTS = ("01_recurrent_cell", "03_lstm_gates", "04_gru_gates")
+SECRET = "s3cr3t-of-the-instructor"
+HIDDEN_MARK = {"03_lstm_gates": "(1, 1, 5, 11, 1.0)"}  # a line of forget_gate's hidden test
+WRONG_FORGET = "def forget_gate(x_t, h_prev, W_f, b_f):\n    return np.zeros((x_t.shape[0], W_f.shape[0]))\n"
+WRONG_RESET = "def reset_gate(x_t, h_prev, W_r, b_r):\n    return np.zeros((x_t.shape[0], W_r.shape[0]))\n"
+
+# student -> (assignment, the function attacked, its answer cell, whether the function ends up wrong)
+ATTACKS = {
+    # calling the reference, however it is reached
+    "ref_default": (
+        "01_recurrent_cell",
+        "rnn_cell_forward",
+        """
+def rnn_cell_forward(x_t, h_prev, W_h, b_h, _ref=rnp.rnn_cell_forward):
+    return _ref(x_t, h_prev, rnp.stack_gates({"W_h": W_h, "b_h": b_h}, "rnn"))[0]
+""",
+        True,
+    ),
+    "ref_exec_source": (
+        "01_recurrent_cell",
+        "rnn_cell_forward",
+        """
+_ns = {}
+exec(compile(open(rnp.__file__).read(), "numpy.py", "exec"), _ns)
+def rnn_cell_forward(x_t, h_prev, W_h, b_h):
+    return _ns["rnn_cell_forward"](x_t, h_prev, _ns["stack_gates"]({"W_h": W_h, "b_h": b_h}, "rnn"))[0]
+""",
+        True,
+    ),
+    "ref_torch": (
+        "01_recurrent_cell",
+        "rnn_cell_forward",
+        """
+def rnn_cell_forward(x_t, h_prev, W_h, b_h):
+    H = W_h.shape[0]
+    cell = torch.nn.RNNCell(x_t.shape[1], H, dtype=torch.float64)
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.from_numpy(W_h[:, :H])); cell.weight_ih.copy_(torch.from_numpy(W_h[:, H:]))
+        cell.bias_ih.copy_(torch.from_numpy(b_h)); cell.bias_hh.zero_()
+        return cell(torch.from_numpy(x_t), torch.from_numpy(h_prev)).numpy()
+""",
+        True,
+    ),
+    "ref_closure": (
+        "03_lstm_gates",
+        "lstm_cell_forward",
+        """
+def _make(ref=rnp.lstm_cell_forward, stack=rnp.stack_gates):
+    def lstm_cell_forward(x_t, h_prev, c_prev, gates):
+        h_t, c_t, _ = ref(x_t, h_prev, c_prev, stack(gates, "lstm"))
+        return h_t, c_t
+    return lstm_cell_forward
+lstm_cell_forward = _make()
+""",
+        True,
+    ),
+    "ref_private_helper": (
+        "03_lstm_gates",
+        "lstm_cell_forward",
+        """
+from rnnlib import checks
+def lstm_cell_forward(x_t, h_prev, c_prev, gates, _ref=checks.lstm_reference):
+    out = _ref(x_t, h_prev, c_prev, gates)
+    return out["h_t"], out["c_t"]
+""",
+        True,
+    ),
+    # changing what the tests use
+    "patch_checks": (
+        "03_lstm_gates",
+        "forget_gate",
+        """
+import sys, types
+from rnnlib import checks
+fake = types.ModuleType("rnnlib.checks")
+fake.__dict__.update(assert_close=lambda *a, **k: None, diagnose_affine=lambda *a, **k: None)
+sys.modules["rnnlib.checks"] = checks = fake
+np.testing.assert_allclose = lambda *a, **k: None
+"""
+        + WRONG_FORGET,
+        True,
+    ),
+    "patch_thread": (
+        "03_lstm_gates",
+        "forget_gate",
+        """
+import builtins, threading, time
+def _keep_patching():
+    while True:
+        builtins.isinstance = lambda *a: True
+        np.allclose = lambda *a, **k: True
+        time.sleep(0.001)
+threading.Thread(target=_keep_patching, daemon=True).start()
+"""
+        + WRONG_FORGET,
+        True,
+    ),
+    "lying_array": (
+        "03_lstm_gates",
+        "forget_gate",
+        """
+class Agreeable(np.ndarray):
+    def __eq__(self, other): return np.ones(np.shape(other), dtype=bool)
+    def __array_ufunc__(self, *a, **k): return np.zeros(1)
+def forget_gate(x_t, h_prev, W_f, b_f):
+    return np.zeros((x_t.shape[0], W_f.shape[0])).view(Agreeable)
+""",
+        True,
+    ),
+    # reading what it must not see
+    "hidden_reader": (
+        "03_lstm_gates",
+        "forget_gate",
+        """
+import glob
+print(repr(globals().get("In")), repr(globals().get("_ih")))
+for path in glob.glob("/proc/*/cmdline") + glob.glob("/run/**", recursive=True) + glob.glob("/tmp/**"):
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        continue
+    print(path, text[:20000])
+print(sorted(os.environ.items()))
+"""
+        + LOADED["03_lstm_gates"].answers["forget_gate"],
+        False,
+    ),
+    # leaving something behind for the next learners
+    "detached": (
+        "04_gru_gates",
+        "reset_gate",
+        """
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(3)
+        for path in ("/tmp/leak", "/dev/shm/leak", "/var/tmp/leak"):
+            open(path, "w").write("left behind")
+        try:
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            time.sleep(600)
+    os._exit(0)
+os.wait()
+open("/tmp/big", "wb").write(b"x" * 50_000_000)
+"""
+        + LOADED["04_gru_gates"].answers["reset_gate"],
+        False,
+    ),
+    # resources
+    "memory": ("04_gru_gates", "reset_gate", "hog = bytearray(3 * 2**30)\n" + WRONG_RESET, True),
+    "fork_bomb": (
+        "04_gru_gates",
+        "reset_gate",
+        """
+import time
+children = []
+try:
+    for _ in range(300):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(2)
+            os._exit(0)
+        children.append(pid)
+finally:
+    for pid in children:
+        os.waitpid(pid, 0)
+"""
+        + LOADED["04_gru_gates"].answers["reset_gate"],
+        True,
+    ),
+    "network": (
+        "04_gru_gates",
+        "reset_gate",
+        """
+import socket
+socket.create_connection(("127.0.0.1", PORT), timeout=5)
+"""
+        + LOADED["04_gru_gates"].answers["reset_gate"],
+        True,
+    ),
+}
+HONEST = "zz_honest"  # graded after every attacker of the batch
+
+
+def submission(course: Path, assignment: str, code: dict[str, str]) -> nbformat.NotebookNode:
+    a = LOADED[assignment]
+    nb = nbformat.read(course / "exercises" / assignment / a.notebook_name, as_version=4)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in a.answers:
+            cell.source = code.get(gid, a.answers[gid])
+    return nb
+
+
+def hand_in(course: Path, student: str, assignment: str, nb: nbformat.NotebookNode) -> None:
+    target = course / "submitted" / student / assignment
+    target.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target / LOADED[assignment].notebook_name)
+
+
+def rows(course: Path, student: str) -> dict:
+    """Every grade of ``student``: (assignment, cell) -> (score, auto score, needs manual grade)."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return {(a, g.name): (g.score, g.auto_score, g.needs_manual_grade)
+                for a in ASSIGNMENTS
+                for g in gb.find_submission_notebook(LOADED[a].path.stem, a, student).grades}  # fmt: skip
+
+
+def outputs(course: Path, student: str, assignment: str) -> list:
+    nb = nbformat.read(course / "autograded" / student / assignment / LOADED[assignment].notebook_name, 4)
+    return [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.get("outputs", [])]
+            for c in nb.cells]  # fmt: skip
+
+
+def leftovers() -> list[str]:
+    """Processes of the grading uids, sandbox folders, cgroups, and files the sandboxes' uids own in /tmp."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid in UIDS:
+                found.append(f"process {proc.name}: {(proc / 'cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            pass
+    found += [str(p) for p in BASE.glob("k-*")]
+    found += [str(p) for p in CGROUP_V1.glob("*/rnn-grader/*") if p.is_dir()]
+    for folder in ("/tmp", "/dev/shm", "/var/tmp"):
+        found += [str(p) for p in Path(folder).iterdir() if _owner(p) in UIDS]
+    return found
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return -1
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = socket.create_server(("127.0.0.1", 0))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory, listener) -> dict:
+    root = tmp_path_factory.mktemp("sandbox")
+    config = (ROOT / "nbgrader_config.py").read_text()
+    (root / "nbgrader_config.py").write_text(config + "\nc.SandboxKernelManager.memory_limit = 2**30\n")
+    for a in ASSIGNMENTS:
+        (root / "solutions" / a).mkdir(parents=True)
+        nbformat.write(LOADED[a].nb, root / "solutions" / a / LOADED[a].notebook_name)
+        nbgrader("generate_assignment", a, cwd=root)
+    for a in ASSIGNMENTS:
+        hand_in(root, HONEST, a, submission(root, a, {}))
+    nbgrader("autograde", "*", "--student", HONEST, cwd=root)
+    clean = rows(root, HONEST), {a: outputs(root, HONEST, a) for a in ASSIGNMENTS}
+    port = listener.getsockname()[1]
+    for student, (a, function, code, _) in ATTACKS.items():
+        (gid,) = [g for g, names in LOADED[a].binds.items() if function in names]
+        hand_in(root, student, a, submission(root, a, {gid: code.replace("PORT", str(port))}))
+    env = dict(os.environ, RNN_COURSE_SECRET=SECRET, PATH=f"{BIN}:{os.environ['PATH']}")
+    start = time.perf_counter()
+    log = subprocess.run([BIN / "nbgrader", "autograde", "*", "--force"], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=1200).stderr  # fmt: skip
+    print(f"\nthe batch of {len(ATTACKS) + 1} submissions graded in {time.perf_counter() - start:.0f} s")
+    time.sleep(4)  # the detached attacker would wake up by now, had it survived
+    return {"root": root, "clean": clean, "log": log, "leftovers": leftovers()}
+
+
+@pytest.mark.parametrize("student", sorted(ATTACKS))
+def test_the_attacker_earns_no_point_it_did_not_earn(course, student):
+    a, function, _, wrong = ATTACKS[student]
+    expected = LOADED[a].expected_cells({function} if wrong else set())
+    with Gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
+        grades = gb.find_submission_notebook(LOADED[a].path.stem, a, student).grades
+        got = {g.name: g.auto_score for g in grades if g.name in expected}
+    assert got == expected, student
+
+
+def test_the_honest_learner_graded_after_them_gets_exactly_the_clean_run(course):
+    clean_rows, clean_outputs = course["clean"]
+    assert rows(course["root"], HONEST) == clean_rows
+    for a in ASSIGNMENTS:
+        assert outputs(course["root"], HONEST, a) == clean_outputs[a], a
+
+
+def test_nothing_of_any_sandbox_is_left_after_the_batch(course):
+    assert course["leftovers"] == []
+    assert list(BASE.glob("k-*")) == []
+
+
+def test_hidden_tests_and_the_instructors_environment_never_reach_the_sandbox(course):
+    root = course["root"]
+    printed = str(outputs(root, "hidden_reader", "03_lstm_gates"))
+    assert "RNN_COURSE_SECRET" not in printed and SECRET not in printed
+    assert "BEGIN HIDDEN TESTS" not in printed
+    nb = nbformat.read(root / "autograded" / "hidden_reader" / "03_lstm_gates" / "lstm_gates.ipynb", 4)
+    answer = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "forget_gate"][0]
+    text = "".join(o.get("text", "") for o in answer.outputs)
+    assert "In" not in text.split("\n")[0] or "None None" in text, text[:300]
+    assert HIDDEN_MARK["03_lstm_gates"] not in text
+    # the hidden test did run, in the trusted process: its code is in the graded test cell
+    test = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_forget_gate"][0]
+    assert HIDDEN_MARK["03_lstm_gates"] in test.source
+
+
+def test_each_resource_attack_was_stopped_by_its_cap(course):
+    root = course["root"]
+
+    def answer_error(student: str) -> str:
+        nb = nbformat.read(root / "autograded" / student / "04_gru_gates" / "gru_gates.ipynb", 4)
+        cell = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "reset_gate"][0]
+        return " ".join(f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error")
+
+    assert "DeadKernelError" in answer_error("memory")  # the cgroup's OOM killer, not an address-space cap
+    assert "BlockingIOError" in answer_error("fork_bomb")  # pids.max
+    assert "unreachable" in answer_error("network")
+    assert "The sandbox's kernel died" in course["log"]
+
+
+def test_grading_refuses_without_the_sandbox_and_says_why_unless_the_instructor_opts_out(course, tmp_path):
+    root = course["root"]
+    venv_only = dict(os.environ, PATH=str(BIN))  # no bwrap, no setpriv
+    args = [BIN / "nbgrader", "autograde", "01_recurrent_cell", "--student", HONEST,
+            "--force"]  # fmt: skip
+    log = subprocess.run(args, cwd=root, env=venv_only, capture_output=True, text=True, timeout=600).stderr
+    assert "refusing to grade: the sandbox needs root, bubblewrap (bwrap) and setpriv" in log
+    assert not (root / "autograded" / HONEST / "01_recurrent_cell").exists()
+    log = subprocess.run([*args, "--SandboxKernelManager.allow_without=['sandbox']"], cwd=root, env=venv_only,
+                         capture_output=True, text=True, timeout=600).stderr  # fmt: skip
+    lines = [line for line in log.splitlines() if re.match(r"\[AutogradeApp \|", line)]
+    assert lines and all("[UNSAFE: grading without sandbox]" in line for line in lines), lines[:5]
+    assert rows(root, HONEST) == course["clean"][0]
