@@ -10,6 +10,7 @@
   ``''``; the repeated ``const`` is a JavaScript error. Each page keeps the first copy of each script.
 """
 
+import shutil
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -35,7 +36,43 @@ def _drop_repeated_scripts(app: Sphinx, pagename: str, templatename: str, contex
     context["script_files"] = unique
 
 
+NOTEBOOKS = "_notebooks"  # folder of the HTML output that holds the executed notebooks
+
+
+def _executed_notebook(app: Sphinx, docname: str) -> Path:
+    return Path(app.outdir).parent / "jupyter_execute" / f"{docname}.ipynb"
+
+
+def _add_static_files(app: Sphinx, config: Config) -> None:
+    config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
+def _link_notebook(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if doctree is None or not _executed_notebook(app, pagename).is_file():
+        return
+    href = context["pathto"](f"{NOTEBOOKS}/{pagename}.ipynb", 1)
+    name = f"{Path(pagename).name}.ipynb"
+    link = ('<p class="rnn-notebook-download">Download this chapter as a notebook, executed, with its '
+            f'outputs: <a class="reference download" href="{href}" download>{name}</a></p>')
+    context["body"] = link + context.get("body", "")
+
+
+def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    for docname in sorted(app.env.found_docs):
+        source = _executed_notebook(app, docname)
+        if source.is_file():
+            target = Path(app.outdir, NOTEBOOKS, f"{docname}.ipynb")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _keep_only_mathjax_path)
+    app.connect("config-inited", _add_static_files)
+    app.add_css_file("book.css")
     app.connect("html-page-context", _drop_repeated_scripts, priority=900)
+    app.connect("html-page-context", _link_notebook)
+    app.connect("build-finished", _copy_notebooks)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
