@@ -1,8 +1,10 @@
 """Animations that play in the static HTML book: matplotlib's ``FuncAnimation.to_jshtml`` embeds every
 frame as an image with its own play/pause controls, so no kernel is needed. Each function takes the numbers
-a page computed and returns the HTML (show it with ``IPython.display.HTML``).
+a page computed and returns an ``Animation``, which Jupyter shows as that HTML and, where HTML cannot be
+used (the PDF book), as a PNG of the last frame.
 """
 
+import io
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,11 +26,27 @@ LSTM_STAGES = (
 )
 
 
+class Animation:
+    """An animation rendered once: ``html`` (``to_jshtml``, every frame embedded) and ``png`` (last frame)."""
+
+    def __init__(self, animation: FuncAnimation, figure: Figure) -> None:
+        self.html = animation.to_jshtml(default_mode="once")  # draws every frame, ending on the last
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        self.png = buffer.getvalue()
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+
 def _vector(v: np.ndarray) -> str:
     return "[" + ", ".join(f"{x:+.2f}" for x in np.ravel(v)) + "]"
 
 
-def lstm_step(values: Mapping[str, np.ndarray], interval_ms: int = 1500) -> str:
+def lstm_step(values: Mapping[str, np.ndarray], interval_ms: int = 1500) -> Animation:
     """One LSTM step, stage by stage: the cell with the active path in red and, below it, the stage's
     equation with the page's numbers. ``values`` holds h_prev, c_prev, x_t, f_t, i_t, c_tilde, c_t, o_t,
     h_t (one sequence each, any shape that ravels to a vector)."""
@@ -53,12 +71,11 @@ def lstm_step(values: Mapping[str, np.ndarray], interval_ms: int = 1500) -> str:
         text_ax.text(0.5, 0.1, f"stage {frame} of {len(LSTM_STAGES) - 1}", ha="center", va="center",
                      fontsize=9, color=DIM)
 
-    animation = FuncAnimation(fig, draw, frames=len(LSTM_STAGES), interval=interval_ms)
-    return animation.to_jshtml(default_mode="once")
+    return Animation(FuncAnimation(fig, draw, frames=len(LSTM_STAGES), interval=interval_ms), fig)
 
 
 def plane_trajectory(xs: np.ndarray, eigenvalues: np.ndarray, eigenvectors: np.ndarray,
-                     components: np.ndarray, interval_ms: int = 250) -> str:
+                     components: np.ndarray, interval_ms: int = 250) -> Animation:
     """x_n = W^n x_0 in the plane, one step per frame: the state (left) moves towards the eigenvector whose
     eigenvalue is above 1 while the size of its components (right, log scale) grows or shrinks as λ^n.
     xs: (n + 1, 2) states; eigenvalues: (2,); eigenvectors: (2, 2), one per column; components: (n + 1, 2)."""
@@ -89,5 +106,4 @@ def plane_trajectory(xs: np.ndarray, eigenvalues: np.ndarray, eigenvectors: np.n
             line.set_data(np.arange(n + 1), components[: n + 1, i])
         fig.suptitle(f"n = {n}", x=0.02, ha="left", fontsize=11)
 
-    animation = FuncAnimation(fig, draw, frames=n_steps + 1, interval=interval_ms)
-    return animation.to_jshtml(default_mode="once")
+    return Animation(FuncAnimation(fig, draw, frames=n_steps + 1, interval=interval_ms), fig)
