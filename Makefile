@@ -7,10 +7,11 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 MATHJAX := _static/mathjax/tex-chtml.js
 
-.PHONY: help install book test test-fast lint lab exercises bench chromium clean
+.PHONY: help install book pdf texlive test test-fast lint lab exercises bench chromium clean
 
 help:
 	@echo "make book       build the HTML book into _build/html (warnings are errors)"
+	@echo "make pdf        build the whole book as one PDF, _build/latex/book.pdf (installs texlive from Debian)"
 	@echo "make test       install everything and run the whole test-suite"
 	@echo "make test-fast  the library lanes only (no browser, nbgrader or slow tests), under a minute"
 	@echo "make lab        copy the exercises to my-work/ and open JupyterLab there (learners)"
@@ -33,8 +34,22 @@ $(MATHJAX):
 	npm install --silent --no-audit --no-fund --prefix .build/mathjax mathjax@3
 	rm -rf _static/mathjax && cp -r .build/mathjax/node_modules/mathjax/es5 _static/mathjax
 
+# OMP_NUM_THREADS=1: the book's models are small; torch's default 2 threads run them 15x slower on 2 cores
+# as soon as another process is busy (issue 11). The pages also call torch.set_num_threads(1).
 book: install $(MATHJAX)
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	OMP_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# The PDF: Jupyter Book's pdflatex builder (Sphinx LaTeX) typeset by XeLaTeX (Unicode text: σ, ⊙, →),
+# all from Debian packages, offline.
+TEXLIVE := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended latexmk \
+	fonts-freefont-otf poppler-utils
+texlive:
+	@command -v latexmk >/dev/null && command -v xelatex >/dev/null && command -v pdftotext >/dev/null || \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	$(TEXLIVE) >/dev/null; }
+
+pdf: install $(MATHJAX) texlive
+	OMP_NUM_THREADS=1 $(BIN)/jupyter-book build . --builder pdflatex
 
 # Debian's Chromium for the real-browser test (Playwright cannot download browsers here).
 chromium:
