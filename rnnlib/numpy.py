@@ -8,7 +8,8 @@ GRU r, z, n (G = 1, 4, 3 gates; D input size, H hidden size)::
 A forward pass makes one matrix product for the inputs of all time steps, then one per step for the
 recurrent term, and applies the gate equations of ``rnnlib.equations``. The backward pass runs the steps
 in reverse, keeps one matrix product per step (the gradient flowing to h_{t-1}), and forms the weight
-gradients of all steps at once at the end. Cells are sequences of length one.
+gradients of all steps at once at the end. Cells are sequences of length one. A bidirectional layer
+(``bidirectional_forward``/``bidirectional_backward``) is two of these, one run on x reversed in time.
 
 Shapes: x (T, B, D), hidden and cell states (B, H), all hidden states hs (T, B, H).
 """
@@ -50,6 +51,8 @@ __all__ = [
     "lstm_backward",
     "gru_forward",
     "gru_backward",
+    "bidirectional_forward",
+    "bidirectional_backward",
     "numerical_gradient",
     "rel_error",
 ]
@@ -121,16 +124,18 @@ def _param_shapes(G: int, D: int, H: int) -> dict[str, tuple[int, ...]]:
     return {"weight_ih": (G * H, D), "weight_hh": (G * H, H), "bias_ih": (G * H,), "bias_hh": (G * H,)}
 
 
-def params_from_torch(module_or_state_dict, layer: int = 0) -> Params:
+def params_from_torch(module_or_state_dict, layer: int = 0, reverse: bool = False) -> Params:
     """float64 numpy copies of one layer of a torch.nn (or rnnlib.torch) RNN/LSTM/GRU or cell.
 
-    Reads ``weight_ih_l{layer}`` etc., or ``weight_ih`` etc. for a cell; a module built with bias=False
+    Reads ``weight_ih_l{layer}`` etc. (``weight_ih_l{layer}_reverse`` etc. with ``reverse``, the backward
+    direction of a bidirectional module), or ``weight_ih`` etc. for a cell; a module built with bias=False
     gets zero biases.
     """
     state = module_or_state_dict
     if hasattr(state, "state_dict"):
         state = state.state_dict()
-    suffix = f"_l{layer}" if f"weight_ih_l{layer}" in state else ""
+    direction = "_reverse" if reverse else ""
+    suffix = f"_l{layer}{direction}" if f"weight_ih_l{layer}{direction}" in state else ""
     if "weight_ih" + suffix not in state:
         raise ValueError(
             f"no weights for layer {layer}: expected 'weight_ih_l{layer}' (or 'weight_ih' for a "
@@ -420,6 +425,59 @@ def gru_backward(dhs, cache: Cache, dh_T=None) -> Grads:
         da_x[t, :, 2 * H :] = dan
         dh = dh * z + da_h[t] @ params["weight_hh"]
     return {**_param_grads(cache["x"], h_prevs, da_x, da_h, params), "h0": dh}
+
+
+# --- bidirectional: one layer forward in time, one backward, side by side --------------------------------
+
+_SEQUENCE = {
+    "rnn": (rnn_forward, rnn_backward),
+    "lstm": (lstm_forward, lstm_backward),
+    "gru": (gru_forward, gru_backward),
+}
+
+
+def bidirectional_forward(mode: str, x, params: Params, params_reverse: Params, h0=None, c0=None):
+    """A bidirectional layer as torch.nn's: ``params`` read x forward in time, ``params_reverse`` read it
+    from the last step to the first, and each step's output puts the two hidden states side by side.
+
+    x: (T, B, D); h0 and c0 (LSTM only): (2, B, H) or None (zeros), index 0 forward, 1 reverse.
+    Returns hs (T, B, 2H), the final states (2, B, H) (LSTM: (h_n, c_n); the reverse direction's final
+    state is the one after reading x_0) and the cache for ``bidirectional_backward``.
+    """
+    _check_mode(mode)
+    forward = _SEQUENCE[mode][0]
+    x = _float_array(x)
+    runs = []
+    for d, (xs, p) in enumerate([(x, params), (x[::-1], params_reverse)]):
+        states = [None if s is None else np.asarray(s)[d] for s in ((h0, c0) if mode == "lstm" else (h0,))]
+        hs, final, cache = forward(xs, *states, p)
+        runs.append((hs, final if mode == "lstm" else (final,), cache))
+    hs = np.concatenate([runs[0][0], runs[1][0][::-1]], axis=2)  # the reverse run's h_t back in time order
+    final = tuple(np.stack(pair) for pair in zip(runs[0][1], runs[1][1], strict=True))
+    return hs, final if mode == "lstm" else final[0], {"mode": mode, "caches": [r[2] for r in runs]}
+
+
+def bidirectional_backward(dhs, cache: Cache, dh_n=None, dc_n=None) -> Grads:
+    """Gradients of ``bidirectional_forward``. dhs: (T, B, 2H); dh_n, dc_n: (2, B, H) or None.
+
+    Returns x (T, B, D), h0 (2, B, H) (and c0 for the LSTM), each parameter of the forward direction under
+    its name and of the reverse direction under its name + "_reverse" (torch.nn's naming).
+    """
+    mode, caches = cache["mode"], cache["caches"]
+    backward = _SEQUENCE[mode][1]
+    dhs = np.asarray(dhs)
+    H = caches[0]["hs"].shape[2]
+    grads = []
+    for d, upstream in enumerate([dhs[..., :H], dhs[::-1, :, H:]]):  # the reverse run saw time reversed
+        finals = {"dh_T": None if dh_n is None else np.asarray(dh_n)[d]}
+        if mode == "lstm":
+            finals["dc_T"] = None if dc_n is None else np.asarray(dc_n)[d]
+        grads.append(backward(upstream, caches[d], **finals))
+    forward_grads, reverse_grads = grads
+    result = {"x": forward_grads.pop("x") + reverse_grads.pop("x")[::-1]}
+    for state in ("h0", "c0") if mode == "lstm" else ("h0",):
+        result[state] = np.stack([forward_grads.pop(state), reverse_grads.pop(state)])
+    return result | forward_grads | {name + "_reverse": g for name, g in reverse_grads.items()}
 
 
 # --- cells: sequences of length one ------------------------------------------------------------------------

@@ -253,3 +253,33 @@ def test_bad_input_is_named():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bidirectional_matches_torch(mode):
+    """rnnlib.numpy's bidirectional layer against torch.nn's: values and every gradient."""
+    T, B, D, H = 5, 3, 2, 4
+    torch.manual_seed(21)
+    module = MODES[mode](D, H, bidirectional=True).double()
+    x = torch.randn(T, B, D, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, B, H, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, B, H, dtype=torch.float64, requires_grad=True)
+    out, state = module(x, (h0, c0) if mode == "lstm" else h0)
+    finals = state if mode == "lstm" else (state,)
+    dhs = torch.randn(T, B, 2 * H, dtype=torch.float64)
+    d_finals = [torch.randn(2, B, H, dtype=torch.float64) for _ in finals]
+    (sum((s * d).sum() for s, d in zip(finals, d_finals, strict=True)) + (out * dhs).sum()).backward()
+
+    params, params_reverse = rnp.params_from_torch(module), rnp.params_from_torch(module, reverse=True)
+    states = (h0.detach().numpy(), c0.detach().numpy()) if mode == "lstm" else (h0.detach().numpy(),)
+    hs, final, cache = rnp.bidirectional_forward(mode, x.detach().numpy(), params, params_reverse, *states)
+    np.testing.assert_allclose(hs, out.detach().numpy(), rtol=0, atol=1e-12)
+    for ours, theirs in zip(final if mode == "lstm" else (final,), finals, strict=True):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=0, atol=1e-12)
+    d_n = {"dh_n": d_finals[0].numpy()} | ({"dc_n": d_finals[1].numpy()} if mode == "lstm" else {})
+    grads = rnp.bidirectional_backward(dhs.numpy(), cache, **d_n)
+    expected = {"x": x.grad, "h0": h0.grad} | ({"c0": c0.grad} if mode == "lstm" else {})
+    expected |= {name.replace("_l0", ""): p.grad for name, p in module.named_parameters()}
+    assert set(grads) == set(expected)
+    for name, value in expected.items():
+        assert rnp.rel_error(grads[name], value.numpy()) < 1e-10, name
