@@ -65,3 +65,9 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Validate (the JupyterLab button and `nbgrader validate`) fails a test cell on an error only, as autograde
+# does, not on a warning printed to stderr (nbgrader 0.9.6's Validate does): grader/validate.py.
+from grader.validate import use_in_validate  # noqa: E402
+
+use_in_validate()

@@ -2,24 +2,32 @@
 
 nbgrader 0.9.6's Validate (the JupyterLab button and ``nbgrader validate``) counts any stderr output of a
 test cell as a failure; the course's autograde does not (grader.grading's SaveAutoGradesIgnoringStderr).
-Validator's preprocessors are not configurable and nbgrader's Execute owns nbclient's per-cell hook, but
-nbclient's ``on_notebook_complete`` hook is a setting: nbgrader_config.py sets
-``c.Execute.on_notebook_complete`` to the function below. It acts only while nbgrader validates (nbgrader sets
-NBGRADER_EXECUTION=validate around it), on graded cells, in Validate's own executed copy of the notebook:
-the learner's notebook keeps the warning, and the Validate report lists a test cell only if it raised.
+Validate runs nbgrader's ``Validator``, whose preprocessors (CheckCellMetadata, ClearOutput, Execute) are
+not a setting, and nbclient gives no configurable hook after a cell's outputs are in. So nbgrader_config.py
+(read by both the button's server extension and the command) calls ``use_in_validate()``: Validator's
+default list gets ``ValidateExecute`` in place of Execute. It drops the stderr stream outputs of a graded cell
+once the cell has run, in Validate's own executed copy: the learner's notebook keeps the warning, and the
+report lists a test cell only if it raised. Autograde and the learner's kernel are untouched.
 """
 
-import os
 from typing import Any
 
-from nbformat import NotebookNode
+from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
+from nbgrader.validator import Validator
 
 
-def drop_stderr_while_validating(notebook: NotebookNode, **_: Any) -> None:
-    """Remove the stderr stream outputs of the graded cells of a notebook nbgrader validate has just run."""
-    if os.environ.get("NBGRADER_EXECUTION") != "validate":
-        return
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and is_grade(cell):
+class ValidateExecute(Execute):
+    """nbgrader's Execute, for Validate: a graded cell's stderr is not counted as a failure."""
+
+    def on_cell_executed(self, **kwargs: Any) -> None:
+        super().on_cell_executed(**kwargs)  # nbgrader's: an error hidden by the learner becomes an output
+        cell = kwargs["cell"]
+        if is_grade(cell):
             cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+
+
+def use_in_validate() -> None:
+    """Make nbgrader's Validator run ValidateExecute where it runs Execute (idempotent)."""
+    trait = Validator.class_traits()["preprocessors"]
+    trait.default_value = [ValidateExecute if p is Execute else p for p in trait.default_value]
