@@ -29,5 +29,5 @@ class ValidateExecute(Execute):
 
 def use_in_validate() -> None:
     """Make nbgrader's Validator run ValidateExecute where it runs Execute (idempotent)."""
-    trait = Validator.class_traits()["preprocessors"]
-    trait.default_value = [ValidateExecute if p is Execute else p for p in trait.default_value]
+    trait = Validator.class_traits()["preprocessors"]  # a traitlets List: its default is default_args[0]
+    trait.default_args = ([ValidateExecute if p is Execute else p for p in trait.default_args[0]],)
