@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 MATHJAX := _static/mathjax/tex-chtml.js
 
-.PHONY: help install book pdf texlive test test-fast lint lab exercises bench chromium clean
+.PHONY: help install book pdf texlive test test-fast lint lab exercises grade postgres bench chromium clean
 
 help:
 	@echo "make book       build the HTML book into _build/html (warnings are errors)"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-fast  the library lanes only (no browser, nbgrader or slow tests), under a minute"
 	@echo "make lab        copy the exercises to my-work/ and open JupyterLab there (learners)"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader (instructors)"
+	@echo "make grade A=03_lstm_gates [WORKERS=N]  autograde a class in parallel (instructors)"
 	@echo "make bench      print the speed ratios of bench/ (LSTM speed, autograde time)"
 	@echo "make lint       ruff"
 
@@ -58,7 +59,7 @@ chromium:
 lint: install
 	$(BIN)/ruff check rnnlib grader tests bench
 
-test: install chromium book lint
+test: install chromium postgres book lint
 	$(BIN)/python -m pytest
 
 # The library lanes: rnnlib's tests without the browser, nbgrader or slow ones, one thread, under 60 s.
@@ -78,6 +79,19 @@ LAB_ARGS ?=
 lab: install
 	mkdir -p $(WORK) && cp -rn exercises/. $(WORK)/
 	$(BIN)/jupyter lab $(WORK)/ $(LAB_ARGS)
+
+# Parallel autograde (grader/parallel.py): WORKERS local workers, or GRADE_ARGS="--scheduler tcp://HOST:8786
+# --db postgresql://USER@HOST/DB" for a Dask cluster (book/instructors.md, "Grading a class in parallel").
+WORKERS ?= $(shell nproc)
+GRADE_ARGS ?=
+grade: install
+	@test -n "$(A)" || { echo "usage: make grade A=<assignment> [WORKERS=N] [GRADE_ARGS=...]"; exit 2; }
+	$(BIN)/python -m grader grade $(A) --workers $(WORKERS) $(GRADE_ARGS)
+
+# Debian's PostgreSQL server, for the test of grading on a Dask cluster with a PostgreSQL gradebook.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 bench: install
 	$(BIN)/python bench/lstm_speed.py
