@@ -5,6 +5,7 @@ used (the PDF book), as a PNG of the last frame.
 """
 
 import io
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,7 +31,10 @@ class Animation:
     """An animation rendered once: ``html`` (``to_jshtml``, every frame embedded) and ``png`` (last frame)."""
 
     def __init__(self, animation: FuncAnimation, figure: Figure) -> None:
-        self.html = animation.to_jshtml(default_mode="once")  # draws every frame, ending on the last
+        html = animation.to_jshtml(default_mode="once")  # draws every frame, ending on the last
+        # The controls' icons come from Font Awesome, which to_jshtml links from a CDN; the book works offline
+        # and its theme already loads Font Awesome, so the link goes.
+        self.html = re.sub(r'<link rel="stylesheet"\s+href="https://[^"]*font-awesome[^"]*">', "", html)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
         self.png = buffer.getvalue()
