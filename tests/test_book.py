@@ -4,7 +4,9 @@ A module-scoped fixture runs ``jupyter-book build <repo> --warningiserror --keep
 cached, so this is quick after ``make book``), serves ``_build/html`` on 127.0.0.1 and opens every page of
 ``_toc.yml`` in Debian's Chromium through Playwright. Each page must load without console errors or failed
 requests, have its equations typeset by the local MathJax, load every image and link only to pages and
-anchors that exist. A second test checks that each chapter contains the figures and tables it promises.
+anchors that exist, and have no code cell that scrolls sideways at 1280 px. Further tests check that each
+chapter contains the figures, drawn diagrams and tables it promises, that each animation plays (its frame
+changes after pressing play) and that the search finds the LSTM chapter.
 
 Chromium: ``make chromium`` (or ``apt-get install -y chromium``); Playwright cannot download browsers here.
 Screenshots of two pages are written to ``test-artifacts/``.
@@ -40,22 +42,32 @@ CHROMIUM_ARGS = [
 ]
 # What each chapter promises (notes/common.md, "Book conventions"): named figures, and tables on some pages.
 PROMISED_FIGURES = {
-    "book/recurrent_cell": ["fig-times-three"],
+    "book/sequences": ["diag-sequence-shapes"],
+    "book/recurrent_cell": ["fig-times-three", "diag-rnn-cell", "diag-unrolled"],
     "book/vanishing_gradients": [
+        "diag-gradient-paths",
         "fig-scalar-powers",
         "fig-eigen-directions",
         "fig-repeated-vs-distinct",
         "fig-gradient-norms",
         "fig-remedies",
     ],
-    "book/lstm": ["fig-sigmoid-tanh"],
-    "book/gru": ["fig-ewma"],
+    "book/lstm": [
+        "fig-sigmoid-tanh",
+        "diag-lstm-cell",
+        "diag-lstm-forget",
+        "diag-lstm-input",
+        "diag-lstm-cell-state",
+        "diag-lstm-output",
+    ],
+    "book/gru": ["fig-ewma", "diag-gru-cell", "diag-gru-update"],
     "book/long_range": ["fig-adding-curves"],
     "book/char_lstm": ["fig-char-loss"],
 }
 PROMISED_TABLES = ["book/long_range", "book/char_lstm"]
 SAMPLE_CHARS = 200  # char_lstm shows generated text: at least one cell output this long
-SCREENSHOTS = ["book/recurrent_cell", "book/summary"]
+SCREENSHOTS = ["book/recurrent_cell", "book/lstm", "book/summary"]
+ANIMATIONS = {"book/lstm": 1, "book/vanishing_gradients": 1}  # pages with matplotlib jshtml animations
 
 
 def toc_pages() -> list[str]:
@@ -84,9 +96,10 @@ PAGES = toc_pages()
 def book_html() -> Path:
     """Build the book exactly as `make book` does and return _build/html."""
     venv_bin = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    path = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = dict(os.environ, PATH=path, OMP_NUM_THREADS="1")  # as `make book`
     cmd = [str(venv_bin / "jupyter-book"), "build", str(REPO), "--warningiserror", "--keep-going"]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         output = f"{result.stdout[-15000:]}\n{result.stderr[-5000:]}"
         pytest.fail(f"`{' '.join(cmd)}` exited with {result.returncode}:\n{output}", pytrace=False)
@@ -196,6 +209,14 @@ VISIBLE_PROSE_JS = """() => {
 }"""
 
 
+# Parts of code cells whose content is wider than their box: they would scroll sideways.
+OVERFLOWING_CELLS_JS = """() => [...document.querySelectorAll(
+        'div.cell pre, div.cell div.highlight, div.cell div.cell_input, div.cell div.cell_output')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1)
+    .map(e => `${e.scrollWidth} > ${e.clientWidth} px: ${e.innerText.split('\\n')[0].slice(0, 80)}`)"""
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("doc", PAGES)
 def test_page_renders_in_browser(browser: Browser, server: str, doc: str) -> None:
     page, problems = open_page(browser, urljoin(server, f"{doc}.html"))
@@ -216,6 +237,9 @@ def test_page_renders_in_browser(browser: Browser, server: str, doc: str) -> Non
         unloaded = [src for src, complete, width in images if not (complete and width > 0)]
         assert not unloaded, f"{doc}: images that did not load: {unloaded}"
 
+        overflowing = page.evaluate(OVERFLOWING_CELLS_JS)
+        assert not overflowing, f"{doc}: code cells scroll sideways at 1280 px:\n" + "\n".join(overflowing)
+
         links = broken_links(page, server)
         assert not links, f"{doc}: broken internal links:\n" + "\n".join(links)
 
@@ -226,19 +250,46 @@ def test_page_renders_in_browser(browser: Browser, server: str, doc: str) -> Non
         page.close()
 
 
-def test_search_finds_forget_gate(browser: Browser, server: str) -> None:
-    page, problems = open_page(browser, urljoin(server, "search.html?q=forget+gate"))
+@pytest.mark.browser
+@pytest.mark.parametrize("query", ["forget gate", "conveyor belt"])
+def test_search_finds_lstm_chapter(browser: Browser, server: str, query: str) -> None:
+    page, problems = open_page(browser, urljoin(server, f"search.html?q={query.replace(' ', '+')}"))
     try:
         page.wait_for_selector("#search-results .search-summary", timeout=30_000)
         results = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(a => a.href)")
         assert any(urlparse(r).path.endswith("/book/lstm.html") for r in results), (
-            f"searching 'forget gate' did not list the LSTM chapter; results: {results}"
+            f"searching '{query}' did not list the LSTM chapter; results: {results}"
         )
         assert not problems.errors, "errors on the search page:\n" + "\n".join(problems.errors)
     finally:
         page.close()
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("doc", sorted(ANIMATIONS))
+def test_animations_play(browser: Browser, server: str, doc: str) -> None:
+    """Each jshtml animation shows its first frame, and another one after its Play button is pressed."""
+    page, problems = open_page(browser, urljoin(server, f"{doc}.html"))
+    try:
+        frames = page.locator("img[id^='_anim_img']")
+        count = frames.count()
+        assert count == ANIMATIONS[doc], f"{doc}: {count} animations, expected {ANIMATIONS[doc]}"
+        for k in range(frames.count()):
+            frame = frames.nth(k)
+            anim_id = frame.get_attribute("id").removeprefix("_anim_img")
+            frame.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=frame.element_handle())
+            first = frame.get_attribute("src")
+            page.locator(f"button[onclick='anim{anim_id}.play_animation()']").click()
+            changed = "([img, first]) => img.getAttribute('src') !== first"
+            page.wait_for_function(changed, arg=[frame.element_handle(), first], timeout=10_000)
+            assert frame.evaluate("img => img.naturalWidth") > 0, f"{doc}: animation {k} shows a broken frame"
+        assert not problems.errors, f"{doc}: errors while playing:\n" + "\n".join(problems.errors)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("doc", sorted(set(PROMISED_FIGURES) | set(PROMISED_TABLES)))
 def test_chapter_has_promised_figures_and_tables(browser: Browser, server: str, doc: str) -> None:
     page, _ = open_page(browser, urljoin(server, f"{doc}.html"))
