@@ -1,10 +1,13 @@
 """Speed of rnnlib against torch.nn on this machine: ratios measured in the same run, printed, never asserted.
 
-    .venv/bin/python bench/lstm_speed.py [--repeats 20]
+    .venv/bin/python bench/lstm_speed.py [--repeats 20] [--threads 1]
 
-Rows: rnnlib.numpy LSTM forward and forward+backward vs torch.nn.LSTM (float32 and float64), rnnlib.torch
-vs torch.nn, and GRU vs LSTM per step. The numpy forward's GFLOP/s is compared with one large matmul's,
-the GEMM peak measured in the same run. Times are medians over repeats; ratio < 1 means rnnlib is faster.
+CPU rows (T100 B32 D64 H128, float32 and float64): rnnlib.torch LSTM/GRU forward and forward+backward vs
+torch.nn (goal: forward+backward ≤ 1.5×), rnnlib.numpy LSTM forward (goal ≤ 1.5× in float32) and
+forward+backward vs torch.nn, and the numpy forward's GFLOP/s against one large matmul's (the GEMM peak).
+When CUDA is present, a GPU section: rnnlib.torch vs torch.nn (cuDNN) forward+backward in float32 at the
+issue's sizes (goal ≤ 3× at T100 B256 D256 H512), with the first call's time (warm-up) shown apart.
+Times are medians over repeats; ratio < 1 means rnnlib is faster.
 """
 
 import argparse
@@ -19,37 +22,28 @@ from rnnlib import numpy as rnp
 from rnnlib import torch as rtorch
 
 T, B, D, H = 100, 32, 64, 128
+GPU_SIZES = [(50, 32, 80, 128), (100, 256, 256, 512)]  # (T, B, D, H)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_time(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
+    """(median seconds of fn over repeats, seconds of the first call, warm-up included)."""
+    start = time.perf_counter()
+    fn()
+    sync()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def gemm_peak(dtype, repeats: int) -> float:
     """GFLOP/s of one (1024 × 1024) @ (1024 × 1024) product, the machine's practical matmul ceiling."""
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(dtype)
-    return 2 * 1024**3 / median_time(lambda: a @ a, repeats) / 1e9
-
-
-def numpy_case(mode: str, dtype, x: np.ndarray, module: torch.nn.Module):
-    params = {k: v.astype(dtype) for k, v in rnp.params_from_torch(module).items()}
-    forward = {
-        "lstm": lambda: rnp.lstm_forward(x, None, None, params),
-        "gru": lambda: rnp.gru_forward(x, None, params),
-    }
-    backward = {"lstm": rnp.lstm_backward, "gru": rnp.gru_backward}[mode]
-    dhs = np.ones((T, B, H), dtype)
-
-    def forward_backward():
-        backward(dhs, forward[mode]()[-1])
-
-    return forward[mode], forward_backward
+    return 2 * 1024**3 / median_time(lambda: a @ a, repeats)[0] / 1e9
 
 
 def torch_case(module: torch.nn.Module, x: torch.Tensor):
@@ -64,50 +58,98 @@ def torch_case(module: torch.nn.Module, x: torch.Tensor):
     return forward, forward_backward
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    repeats = parser.parse_args().repeats
-    print(f"T={T} B={B} D={D} H={H}; torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"numpy {np.__version__}, {os.cpu_count()} CPUs; medians of {repeats} repeats")
-    print(f"{'case':44s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}")
+def numpy_case(mode: str, dtype, x: np.ndarray, module: torch.nn.Module):
+    params = {k: v.astype(dtype) for k, v in rnp.params_from_torch(module).items()}
+    forward = {
+        "lstm": lambda: rnp.lstm_forward(x, None, None, params),
+        "gru": lambda: rnp.gru_forward(x, None, params),
+    }
+    backward = {"lstm": rnp.lstm_backward, "gru": rnp.gru_backward}[mode]
+    dhs = np.ones(x.shape[:2] + (module.hidden_size,), dtype)
+    return forward[mode], lambda: backward(dhs, forward[mode]()[-1])
 
-    def row(name: str, ours: float, ref: float) -> None:
-        print(f"{name:44s} {ours * 1e3:9.2f} {ref * 1e3:9.2f} {ours / ref:7.2f}")
 
+def row(name: str, ours: float, ref: float, goal: float | None = None) -> None:
+    mark = "" if goal is None else f"  goal ≤ {goal:g}: {'met' if ours / ref <= goal else 'NOT met'}"
+    print(f"{name:46s} {ours * 1e3:9.2f} {ref * 1e3:9.2f} {ours / ref:7.2f}{mark}")
+
+
+def cpu_section(repeats: int) -> None:
+    print(f"CPU, T={T} B={B} D={D} H={H}: {torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs")
+    print(f"{'case':46s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}")
     flops = 2 * T * B * 4 * H * (D + H)  # input and recurrent matrix products of the LSTM forward
     for dtype, tdtype in [(np.float32, torch.float32), (np.float64, torch.float64)]:
         torch.manual_seed(0)
         x_t = torch.randn(T, B, D, dtype=tdtype)
-        x = x_t.numpy()
-        per_mode = {}
-        classes = [("lstm", torch.nn.LSTM, rtorch.LSTM), ("gru", torch.nn.GRU, rtorch.GRU)]
-        for mode, ref_cls, our_cls in classes:
+        name = np.dtype(dtype).name
+        times = {}
+        for mode, ref_cls, our_cls in [
+            ("lstm", torch.nn.LSTM, rtorch.LSTM),
+            ("gru", torch.nn.GRU, rtorch.GRU),
+        ]:
             ref = ref_cls(D, H, dtype=tdtype)
             ours = our_cls(D, H, dtype=tdtype)
             ours.load_state_dict(ref.state_dict())
-            np_fwd, np_fb = numpy_case(mode, dtype, x, ref)
-            ref_fwd, ref_fb = torch_case(ref, x_t)
-            our_fwd, our_fb = torch_case(ours, x_t)
-            per_mode[mode] = {
-                "numpy fwd": median_time(np_fwd, repeats),
-                "numpy fwd+bwd": median_time(np_fb, repeats),
-                "torch.nn fwd": median_time(ref_fwd, repeats),
-                "torch.nn fwd+bwd": median_time(ref_fb, repeats),
-                "rnnlib.torch fwd": median_time(our_fwd, repeats),
-                "rnnlib.torch fwd+bwd": median_time(our_fb, repeats),
+            cases = {
+                "numpy": numpy_case(mode, dtype, x_t.numpy(), ref),
+                "torch.nn": torch_case(ref, x_t),
+                "rnnlib.torch": torch_case(ours, x_t),
             }
-        name = np.dtype(dtype).name
-        lstm, gru = per_mode["lstm"], per_mode["gru"]
-        row(f"{name} numpy LSTM fwd / torch.nn.LSTM fwd", lstm["numpy fwd"], lstm["torch.nn fwd"])
-        row(f"{name} numpy LSTM fwd+bwd / torch.nn fwd+bwd", lstm["numpy fwd+bwd"], lstm["torch.nn fwd+bwd"])
-        row(f"{name} rnnlib.torch LSTM fwd / torch.nn fwd", lstm["rnnlib.torch fwd"], lstm["torch.nn fwd"])
-        row(f"{name} rnnlib.torch fwd+bwd / torch.nn", lstm["rnnlib.torch fwd+bwd"], lstm["torch.nn fwd+bwd"])
-        row(f"{name} numpy GRU fwd / numpy LSTM fwd", gru["numpy fwd"], lstm["numpy fwd"])
-        row(f"{name} torch.nn GRU fwd / torch.nn LSTM fwd", gru["torch.nn fwd"], lstm["torch.nn fwd"])
-        achieved, peak = flops / lstm["numpy fwd"] / 1e9, gemm_peak(dtype, repeats)
+            for lib, (fwd, fb) in cases.items():
+                times[mode, lib, "fwd"] = median_time(fwd, repeats)[0]
+                times[mode, lib, "fwd+bwd"] = median_time(fb, repeats)[0]
+        for mode in ("lstm", "gru"):
+            M = mode.upper()
+            ref_fb, ref_fwd = times[mode, "torch.nn", "fwd+bwd"], times[mode, "torch.nn", "fwd"]
+            row(
+                f"{name} rnnlib.torch {M} fwd+bwd / torch.nn",
+                times[mode, "rnnlib.torch", "fwd+bwd"],
+                ref_fb,
+                1.5,
+            )
+            row(f"{name} rnnlib.torch {M} fwd / torch.nn", times[mode, "rnnlib.torch", "fwd"], ref_fwd)
+            row(f"{name} numpy {M} fwd / torch.nn fwd", times[mode, "numpy", "fwd"], ref_fwd,
+                1.5 if dtype == np.float32 and mode == "lstm" else None)  # fmt: skip
+            row(f"{name} numpy {M} fwd+bwd / torch.nn", times[mode, "numpy", "fwd+bwd"], ref_fb)
+        achieved, peak = flops / times["lstm", "numpy", "fwd"] / 1e9, gemm_peak(dtype, repeats)
         print(f"{name} numpy LSTM fwd: {achieved:.1f} GFLOP/s of matmul work, GEMM peak {peak:.1f} GFLOP/s "
-              f"({achieved / peak:.0%} of peak)")
+              f"({achieved / peak:.0%} of peak)")  # fmt: skip
+
+
+def cuda_section(repeats: int) -> None:
+    device = torch.device("cuda")
+    print(
+        f"\nCUDA: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, float32, forward+backward"
+    )
+    print(f"{'case':46s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}")
+    sync = torch.cuda.synchronize
+    for T_, B_, D_, H_ in GPU_SIZES:
+        for ref_cls, our_cls in [(torch.nn.LSTM, rtorch.LSTM), (torch.nn.GRU, rtorch.GRU)]:
+            torch.manual_seed(0)
+            ref = ref_cls(D_, H_, device=device)
+            ours = our_cls(D_, H_, device=device)
+            ours.load_state_dict(ref.state_dict())
+            x = torch.randn(T_, B_, D_, device=device)
+            (ref_t, ref_first), (our_t, our_first) = (
+                median_time(torch_case(m, x)[1], repeats, sync) for m in (ref, ours)
+            )
+            goal = 3.0 if (T_, B_, D_, H_) == (100, 256, 256, 512) else None
+            row(f"{ref_cls.__name__} T{T_} B{B_} D{D_} H{H_} / cuDNN", our_t, ref_t, goal)
+            print(f"{'':46s} first call: ours {our_first * 1e3:.1f} ms, cuDNN {ref_first * 1e3:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, numpy {np.__version__}; medians of {args.repeats} repeats")
+    cpu_section(args.repeats)
+    if torch.cuda.is_available():
+        cuda_section(args.repeats)
+    else:
+        print("\nCUDA: not available on this machine; the GPU section is skipped")
 
 
 if __name__ == "__main__":

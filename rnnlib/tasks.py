@@ -26,8 +26,6 @@ import rnnlib.torch as rtorch
 ADDING_BASELINE_MSE = 1 / 6  # MSE of always predicting 1: Var(u1 + u2) = 2 · 1/12 for u1, u2 ~ U(0, 1)
 STOP_WINDOW = 20  # train(stop_below=...) looks at the mean loss of this many recent steps
 
-_MODULES = {"rnn": rtorch.RNN, "lstm": rtorch.LSTM, "gru": rtorch.GRU}
-
 
 def adding_problem(n_samples: int, seq_len: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The adding problem.  Returns x: (seq_len, n_samples, 2) and y: (n_samples,), float32.
@@ -102,19 +100,12 @@ class SequenceModel(nn.Module):
         forget_bias: float = 0.0,
     ) -> None:
         super().__init__()
-        if cell not in _MODULES:
-            raise ValueError(f"cell must be one of {sorted(_MODULES)}, got {cell!r}")
-        if forget_bias != 0 and cell != "lstm":
-            raise ValueError(f"forget_bias applies to the LSTM only, got cell={cell!r}")
         self.cell, self.every_step = cell, every_step
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.rnn = _MODULES[cell](input_size, hidden_size)
+            self.rnn = rtorch.network(cell, input_size, hidden_size, forget_bias=forget_bias)
             self.head = nn.Linear(hidden_size, output_size)
-        if forget_bias:
-            with torch.no_grad():
-                self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size] += forget_bias  # gate order i, f, g, o
 
     def forward(self, x: Tensor) -> Tensor:
         hs, _ = self.rnn(x)  # (T, B, H)

@@ -39,7 +39,19 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnlib.equations import gru_cell, lstm_cell, rnn_cell
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "RNNCellBase"]
+__all__ = [
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "RNNBase",
+    "RNNCellBase",
+    "MODULES",
+    "network",
+    "add_forget_bias",
+]
 
 _NUM_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
@@ -441,11 +453,14 @@ def _lstm_bptt(mode, dhs, d_final, hs, h_prev, state, caches, weight_hh):
     dc_dh = o * (1 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
     # dL/da_t = [dc ⊙ g i(1−i), dc ⊙ c_{t−1} f(1−f), dc ⊙ i (1−g²), dh ⊙ tanh(c_t) o(1−o)]
     local = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], dim=-1)
-    da, (dh, dc) = torch.empty_like(local), d_final
-    for t in reversed(range(len(hs))):
+    (T, B, H), (dh, dc) = hs.shape, d_final
+    da = torch.empty_like(local)
+    by_gate, local_by_gate = da.view(T, B, 4, H), local.view(T, B, 4, H)  # gate k: columns k·H .. (k+1)·H
+    for t in reversed(range(T)):
         dh = dhs[t] + dh
         dc = torch.addcmul(dc, dh, dc_dh[t])
-        torch.mul(local[t], torch.cat([dc, dc, dc, dh], dim=-1), out=da[t])
+        torch.mul(local_by_gate[t, :, :3], dc[:, None], out=by_gate[t, :, :3])  # i, f, g: through c_t
+        torch.mul(local_by_gate[t, :, 3], dh, out=by_gate[t, :, 3])  # o: through h_t
         dc = dc * f[t]  # the cell state's path to c_{t−1}: only the forget gate scales it
         dh = da[t] @ weight_hh
     return da, da, (dh, dc)
@@ -632,3 +647,31 @@ class GRUCell(RNNCellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__("GRU", input_size, hidden_size, bias, device, dtype)
+
+
+MODULES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}  # the course's names for the three networks
+
+
+def network(cell: str, *args, forget_bias: float = 0.0, **kwargs) -> RNNBase:
+    """The network MODULES[cell] ("rnn", "lstm" or "gru") built with torch.nn's arguments, its forget-gate
+    bias raised by ``forget_bias`` (LSTM only, see ``add_forget_bias``)."""
+    if cell not in MODULES:
+        raise ValueError(f"cell must be one of {sorted(MODULES)}, got {cell!r}")
+    if forget_bias != 0 and cell != "lstm":
+        raise ValueError(f"forget_bias applies to the LSTM only, got cell={cell!r}")
+    module = MODULES[cell](*args, **kwargs)
+    if forget_bias:
+        add_forget_bias(module, forget_bias)
+    return module
+
+
+def add_forget_bias(lstm: nn.Module, value: float) -> None:
+    """Add ``value`` to the forget gate's bias b_if (rows H..2H of every bias_ih, gate order i, f, g, o) of an
+    LSTM or LSTMCell (rnnlib.torch or torch.nn): the gate starts more open, σ(value) instead of σ(0)."""
+    biases = [p for name, p in lstm.named_parameters() if name.startswith("bias_ih")]
+    if not biases:
+        raise ValueError("add_forget_bias: the module has no bias_ih (built with bias=False?)")
+    H = lstm.hidden_size
+    with torch.no_grad():
+        for bias in biases:
+            bias[H : 2 * H] += value

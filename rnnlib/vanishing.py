@@ -18,8 +18,6 @@ from torch import nn
 
 import rnnlib.torch as rtorch
 
-_MODULES = {"rnn": rtorch.RNN, "lstm": rtorch.LSTM, "gru": rtorch.GRU}
-
 
 def scalar_trajectory(w: float, n_steps: int, x0: float = 1.0) -> np.ndarray:
     """x_n = w x_{n-1}, i.e. x_n = w^n x_0, by repeated multiplication.  Returns (n_steps+1,)."""
@@ -162,17 +160,10 @@ def gradient_norms(
     inputs x: (seq_len, input_size) from the same seed. ``forget_bias`` (LSTM only) is added to the forget
     gate's bias b_f, e.g. 2 starts the gate near σ(2) ≈ 0.88 instead of near 0.5.
     """
-    if cell not in _MODULES:
-        raise ValueError(f"cell must be one of {sorted(_MODULES)}, got {cell!r}")
-    if forget_bias != 0 and cell != "lstm":
-        raise ValueError(f"forget_bias applies to the LSTM only, got cell={cell!r}")
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
     torch.manual_seed(seed)
-    module = _MODULES[cell](input_size, hidden_size, dtype=torch.float64)
-    if forget_bias:
-        with torch.no_grad():
-            module.bias_ih_l0[hidden_size : 2 * hidden_size] += forget_bias  # gate order i, f, g, o
+    module = rtorch.network(cell, input_size, hidden_size, dtype=torch.float64, forget_bias=forget_bias)
     x = torch.randn(seq_len, input_size, dtype=torch.float64)
     return state_jacobian_norms(module, x)
 
