@@ -299,7 +299,7 @@ def gradient_paths() -> Diagram:
         _line(ax, [(xs[-1] + 0.6, y), (xs[-1] + 1.3, y)], arrow=False)
         ax.text(xs[-1] + 1.35, y, "loss", ha="left", va="center", fontsize=FONT - 1)
     ax.text(width / 2, 3.35, r"$\partial h_T / \partial h_t = J_T \cdots J_{t+1}$, "
-            r"$J_k = \mathrm{diag}(1 - h_k^2)\, W_{hh}$: the same matrix at every step",
+            r"$J_k = \mathrm{diag}(1 - h_k^2)\, W_{hh}$, the same $W_{hh}$ at every step",
             ha="center", va="center", fontsize=FONT - 1)
     ax.text(width / 2, 0.2, r"along the belt $c_k = f_k \odot c_{k-1} + i_k \odot \tilde{c}_k$: "
             r"$\partial c_T / \partial c_t = f_T \odot \cdots \odot f_{t+1}$, no matrix, no tanh",
