@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,14 @@ from rnnlib.charlm import (
     save_checkpoint,
     train_charlm,
 )
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
 
 TEXT = "the cat sat on the mat; σ(x) ⊙ c̃_t\n"
 
@@ -78,8 +87,9 @@ def test_batches_targets_are_inputs_shifted_by_one():
         assert torch.equal(y, x + 1)  # the next character of every position
         assert torch.equal(x[1:], y[:-1])  # consecutive characters along time
         starts += x[0].tolist()
-    # the windows are the non-overlapping cuts of the text, each visited once, in a shuffled order
-    assert sorted(starts) == list(range(0, 1000 - seq_len, seq_len))
+    # the windows are the non-overlapping cuts of the text, each visited once, in a shuffled order: a window
+    # starting at s needs targets up to s + 7 ≤ 999, so the starts are 0, 7, ..., 987 = 7·141 (994 > 992)
+    assert sorted(starts) == [7 * k for k in range(142)]
     assert starts != sorted(starts)
     assert [b.shape[1] for b, _ in pairs] == [10] * 14 + [2]
 
@@ -196,7 +206,9 @@ def test_short_training_lowers_the_loss():
         model, vocab.encode(text), epochs=4, seq_len=24, batch_size=8, lr=1e-2, seed=0,
         on_epoch_end=lambda epoch, m: epochs_seen.append(epoch), progress=False,
     )
-    assert len(losses) == 4 * math.ceil(len(range(0, len(text) - 24, 24)) / 8)
+    # 1080 characters: 44 windows of 24 with a next character for every position (44·24 + 1 ≤ 1080, a 45th
+    # would need 1081), 8 per batch: 6 steps per epoch, 4 epochs
+    assert len(text) == 1080 and len(losses) == 24
     assert epochs_seen == [0, 1, 2, 3]
     assert abs(losses[0] - math.log(len(vocab))) < 0.5  # starts near a uniform guess
     assert sum(losses[-3:]) / 3 < 0.3 * losses[0]
@@ -215,7 +227,10 @@ def test_evaluate_is_the_mean_cross_entropy():
     with torch.no_grad():  # V-way softmax of the bias alone: the loss is the mean of -log p over the targets
         model.head.bias.copy_(torch.linspace(-1, 1, len(vocab)))
     log_p = torch.log_softmax(model.head.bias, dim=0)
-    targets = torch.cat([data[s + 1 : s + 12] for s in range(0, len(data) - 11, 11)])
+    # 180 characters, windows of 11 from position 0 with their targets one further: 16 windows (16·11 + 1 =
+    # 177 ≤ 180, a 17th would need position 187), so the targets are characters 1 .. 176
+    assert len(data) == 180
+    targets = data[1:177]
     expected = -log_p[targets].mean().item()
     assert evaluate(model, data, seq_len=11, batch_size=4) == pytest.approx(expected, rel=1e-5)
 

@@ -11,6 +11,13 @@ from rnnlib import checks
 from rnnlib import numpy as rnp
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 def sigmoid(a: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * a))  # closed form, no overflow
 
@@ -366,8 +373,13 @@ def test_random_inputs_are_seeded_and_shaped():
 
 def book_lstm_cell(x_t, h_prev, c_prev, gates, swap=None, order=("h", "c")):
     """The book's LSTM step in closed form; ``swap`` exchanges two gates' weights, ``order`` the outputs."""
-    if swap:
-        gates = checks._swapped(gates, *swap)
+    if swap:  # gates a and b exchange their weights and biases
+        a, b = swap
+        gates = (
+            gates
+            | {f"{p}_{a}": gates[f"{p}_{b}"] for p in "Wb"}
+            | {f"{p}_{b}": gates[f"{p}_{a}"] for p in "Wb"}
+        )
     v = np.concatenate([h_prev, x_t], axis=1)
     f, i, o = (sigmoid(v @ gates[f"W_{g}"].T + gates[f"b_{g}"]) for g in "fio")
     c_t = f * c_prev + i * np.tanh(v @ gates["W_c"].T + gates["b_c"])
@@ -500,7 +512,8 @@ def test_diagnose_gru_cell(gru_case):
         checks.diagnose_gru_cell(lambda *a: book_gru_cell(*a, with_b_hn=False), *gru_case)
 
     def swapped_reset_update(x_t, h_prev, gates):
-        return book_gru_cell(x_t, h_prev, checks._swapped(gates, "r", "z"))
+        swapped = gates | {"W_r": gates["W_z"], "b_r": gates["b_z"], "W_z": gates["W_r"], "b_z": gates["b_r"]}
+        return book_gru_cell(x_t, h_prev, swapped)
 
     with pytest.raises(
         AssertionError, match=r"the reset gate \(W_r, b_r\) and the update gate \(W_z, b_z\) are"

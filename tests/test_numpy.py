@@ -8,6 +8,14 @@ import torch
 
 from rnnlib import numpy as rnp
 
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 MODES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 SHAPES = [(5, 3, 4, 6), (1, 2, 3, 4), (7, 1, 2, 3), (1, 1, 1, 1)]  # (T, B, D, H)
 

@@ -21,6 +21,14 @@ from rnnlib.tasks import (
     train,
 )
 
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 # ---------------------------------------------------------------------------------------------- adding
 
 

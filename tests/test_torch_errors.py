@@ -3,11 +3,20 @@
 Each case is run on torch.nn and on rnnlib.torch; torch.nn's exception is the expected one.
 """
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import rnnlib.torch as rtorch
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
 
 torch.set_num_threads(1)
 

@@ -16,6 +16,14 @@ from torch import nn
 
 import rnnlib.torch as rtorch
 
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOLERANCE = {torch.float64: 1e-6, torch.float32: None}  # float32: from the error argument above
 F32_ERROR_FACTOR, F32_ULPS = 4.0, 8.0
@@ -420,6 +428,7 @@ def test_dropout_statistics_match_torch():
         assert torch.equal(ours.eval()(x)[0], ours(x)[0])  # and eval mode is deterministic
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, kwargs",
     [("RNN", {"bidirectional": True}), ("LSTM", {"num_layers": 2}), ("GRU", {"bidirectional": True}),

@@ -7,6 +7,7 @@ packed sequences included.
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,6 +16,14 @@ import rnnlib.torch as rtorch
 
 pytest.importorskip("expecttest", reason="torch.testing._internal needs expecttest (the course extra has it)")
 from torch.testing._internal.common_modules import module_db  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
 
 torch.set_num_threads(1)
 NAMES = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")

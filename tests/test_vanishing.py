@@ -26,6 +26,14 @@ from rnnlib.vanishing import (  # noqa: E402
     state_jacobian_norms,
 )
 
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state (torch and numpy's legacy generator)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 # --- the scalar and matrix recurrences ---------------------------------------------------------------------
 
 
