@@ -276,10 +276,10 @@ class RNNBase(_RecurrentBase):
         T = len(a_x)
         hs: list = [None] * T
         initial, ended = state, []  # ended: last states of the sequences that stopped early, latest last
-        state = tuple(s[: len(a_x[T - 1 if reverse else 0])] for s in state)
+        state = tuple(s[: a_x[T - 1 if reverse else 0].shape[0]] for s in state)
         for t in reversed(range(T)) if reverse else range(T):
             a_t = a_x[t]
-            b, running = len(a_t), len(state[0])
+            b, running = a_t.shape[0], state[0].shape[0]
             if b < running:  # forward in time: sequences b.. have ended, keep their last state
                 ended.append(tuple(s[b:] for s in state))
                 state = tuple(s[:b] for s in state)
@@ -448,21 +448,25 @@ def _rnn_bptt(mode, dhs, d_final, hs, h_prev, state, caches, weight_hh):
 def _lstm_bptt(mode, dhs, d_final, hs, h_prev, state, caches, weight_hh):
     """The LSTM's step derivatives for all t at once, then the loop that carries dL/dh and dL/dc back."""
     i, f, g, o, c = (torch.stack(gate) for gate in zip(*caches, strict=True))  # each (T, B, H)
+    T, B, H = c.shape
     c_prev = torch.cat([state[1][None], c[:-1]])
     tanh_c = torch.tanh(c)
-    dc_dh = o * (1 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
-    # dL/da_t = [dc ⊙ g i(1−i), dc ⊙ c_{t−1} f(1−f), dc ⊙ i (1−g²), dh ⊙ tanh(c_t) o(1−o)]
-    local = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], dim=-1)
-    (T, B, H), (dh, dc) = hs.shape, d_final
-    da = torch.empty_like(local)
-    by_gate, local_by_gate = da.view(T, B, 4, H), local.view(T, B, 4, H)  # gate k: columns k·H .. (k+1)·H
+    dc_dh = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # h_t = o_t ⊙ tanh(c_t): ∂c/∂h = o (1 − tanh²c)
+    # dL/da_t = [dc ⊙ c̃ i(1−i), dc ⊙ c_{t−1} f(1−f), dc ⊙ i (1−c̃²), dh ⊙ tanh(c_t) o(1−o)]: the factors
+    local = hs.new_empty(T, B, 4, H)  # gate k's factor in local[:, :, k]
+    torch.mul(g, torch.addcmul(i, i, i, value=-1), out=local[:, :, 0])
+    torch.mul(c_prev, torch.addcmul(f, f, f, value=-1), out=local[:, :, 1])
+    torch.addcmul(i, i * g, g, value=-1, out=local[:, :, 2])
+    torch.mul(tanh_c, torch.addcmul(o, o, o, value=-1), out=local[:, :, 3])
+    da, (dh, dc) = hs.new_empty(T, B, 4, H), d_final
     for t in reversed(range(T)):
         dh = dhs[t] + dh
         dc = torch.addcmul(dc, dh, dc_dh[t])
-        torch.mul(local_by_gate[t, :, :3], dc[:, None], out=by_gate[t, :, :3])  # i, f, g: through c_t
-        torch.mul(local_by_gate[t, :, 3], dh, out=by_gate[t, :, 3])  # o: through h_t
+        torch.mul(local[t, :, :3], dc[:, None], out=da[t, :, :3])  # i, f, g: through c_t
+        torch.mul(local[t, :, 3], dh, out=da[t, :, 3])  # o: through h_t
         dc = dc * f[t]  # the cell state's path to c_{t−1}: only the forget gate scales it
-        dh = da[t] @ weight_hh
+        dh = da[t].view(B, 4 * H) @ weight_hh
+    da = da.view(T, B, 4 * H)
     return da, da, (dh, dc)
 
 
