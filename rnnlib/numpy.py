@@ -73,10 +73,15 @@ def _float_array(x) -> np.ndarray:
 
 def sigmoid(x) -> np.ndarray:
     """σ(x) = 1 / (1 + e^{-x}), element-wise. Exact for large |x|: e^{-x} = inf gives 0, never a warning."""
-    x = _float_array(x)
-    out = np.negative(x, out=np.empty_like(x))  # out= keeps 0-d input an array for the in-place steps
     with np.errstate(over="ignore"):
-        np.exp(out, out=out)
+        return _sigmoid(_float_array(x))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """σ of a float array, for callers inside ``np.errstate(over="ignore")`` (the loops below enter it once
+    per sequence, not once per gate and step: it costs as much as the arithmetic at these sizes)."""
+    out = np.negative(x, out=np.empty_like(x))  # out= keeps 0-d input an array for the in-place steps
+    np.exp(out, out=out)
     out += 1.0
     return np.reciprocal(out, out=out)
 
@@ -351,10 +356,11 @@ def lstm_forward(x, h0, c0, params: Params) -> tuple[np.ndarray, tuple[np.ndarra
     T = x.shape[0]
     hs, cs = np.empty((T, *h.shape), x.dtype), np.empty((T, *h.shape), x.dtype)
     h0, c0, W_hh_T, recurrent = h, c, np.ascontiguousarray(params["weight_hh"].T), np.empty_like(a[0])
-    for t in range(T):
-        a[t] += np.matmul(h, W_hh_T, out=recurrent)  # a_t = W_ih x_t + b + W_hh h_{t-1}, gates i, f, g, o
-        h, c, _ = equations.lstm_cell(a[t], c, sigmoid, np.tanh)
-        hs[t], cs[t] = h, c
+    with np.errstate(over="ignore"):  # for _sigmoid
+        for t in range(T):
+            a[t] += np.matmul(h, W_hh_T, out=recurrent)  # a_t = W_ih x_t + b + W_hh h_{t-1}, gates i, f, g, o
+            h, c, _ = equations.lstm_cell(a[t], c, _sigmoid, np.tanh)
+            hs[t], cs[t] = h, c
     return hs, (h, c), {"x": x, "h0": h0, "c0": c0, "a": a, "hs": hs, "cs": cs, "params": params}
 
 
@@ -367,18 +373,20 @@ def lstm_backward(dhs, cache: Cache, dh_T=None, dc_T=None) -> Grads:
     T, B, H = hs.shape
     da = np.empty((T, B, 4 * H), hs.dtype)
     dh, dc = _final(dh_T, cache, "dh_T"), _final(dc_T, cache, "dc_T")
-    for t in reversed(range(T)):
-        c_prev = cs[t - 1] if t > 0 else cache["c0"]
-        _, _, (i, f, g, o) = equations.lstm_cell(cache["a"][t], c_prev, sigmoid, np.tanh)  # this step's gates
-        tanh_c = np.tanh(cs[t])
-        dh = dhs[t] + dh
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
-        da[t, :, 0 * H : 1 * H] = dc * g * i * (1.0 - i)  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t, i_t = σ(a_i)
-        da[t, :, 1 * H : 2 * H] = dc * c_prev * f * (1.0 - f)  # f_t = σ(a_f)
-        da[t, :, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # c̃_t = tanh(a_g)
-        da[t, :, 3 * H : 4 * H] = dh * tanh_c * o * (1.0 - o)  # o_t = σ(a_o)
-        dc = dc * f  # the cell state's path to c_{t-1}: only the forget gate scales it
-        dh = da[t] @ W_hh
+    with np.errstate(over="ignore"):  # for _sigmoid
+        for t in reversed(range(T)):
+            c_prev = cs[t - 1] if t > 0 else cache["c0"]
+            # this step's gates, recomputed from its pre-activations
+            _, _, (i, f, g, o) = equations.lstm_cell(cache["a"][t], c_prev, _sigmoid, np.tanh)
+            tanh_c = np.tanh(cs[t])
+            dh = dhs[t] + dh
+            dc = dc + dh * o * (1.0 - tanh_c * tanh_c)  # h_t = o_t ⊙ tanh(c_t)
+            da[t, :, 0 * H : 1 * H] = dc * g * i * (1.0 - i)  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t, i_t = σ(a_i)
+            da[t, :, 1 * H : 2 * H] = dc * c_prev * f * (1.0 - f)  # f_t = σ(a_f)
+            da[t, :, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # c̃_t = tanh(a_g)
+            da[t, :, 3 * H : 4 * H] = dh * tanh_c * o * (1.0 - o)  # o_t = σ(a_o)
+            dc = dc * f  # the cell state's path to c_{t-1}: only the forget gate scales it
+            dh = da[t] @ W_hh
     h_prevs = _previous(cache["h0"], hs)
     return {**_param_grads(cache["x"], h_prevs, da, da, cache["params"]), "h0": dh, "c0": dc}
 
@@ -395,11 +403,12 @@ def gru_forward(x, h0, params: Params) -> tuple[np.ndarray, np.ndarray, Cache]:
     a_x = _input_projection(x, params, params["bias_ih"])
     hs = np.empty((x.shape[0], *h.shape), x.dtype)
     h0, W_hh_T, a_h = h, np.ascontiguousarray(params["weight_hh"].T), np.empty_like(a_x[0])
-    for t in range(x.shape[0]):
-        np.matmul(h, W_hh_T, out=a_h)  # W_hh h_{t-1} + b_hh, in one buffer for all steps
-        a_h += params["bias_hh"]
-        h, _ = equations.gru_cell(a_x[t], a_h, h, sigmoid, np.tanh)
-        hs[t] = h
+    with np.errstate(over="ignore"):  # for _sigmoid
+        for t in range(x.shape[0]):
+            np.matmul(h, W_hh_T, out=a_h)  # W_hh h_{t-1} + b_hh, in one buffer for all steps
+            a_h += params["bias_hh"]
+            h, _ = equations.gru_cell(a_x[t], a_h, h, _sigmoid, np.tanh)
+            hs[t] = h
     return hs, h, {"x": x, "h0": h0, "a_x": a_x, "hs": hs, "params": params}
 
 
@@ -413,17 +422,18 @@ def gru_backward(dhs, cache: Cache, dh_T=None) -> Grads:
     h_prevs = _previous(cache["h0"], hs)
     da_x, da_h = np.empty((T, B, 3 * H), hs.dtype), np.empty((T, B, 3 * H), hs.dtype)
     dh = _final(dh_T, cache, "dh_T")
-    for t in reversed(range(T)):
-        a_h = h_prevs[t] @ params["weight_hh"].T + params["bias_hh"]  # recomputed: cheaper than keeping T
-        _, (r, z, n) = equations.gru_cell(cache["a_x"][t], a_h, h_prevs[t], sigmoid, np.tanh)
-        dh = dhs[t] + dh
-        dan = dh * (1.0 - z) * (1.0 - n * n)  # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, n_t = tanh(a_n)
-        da_h[t, :, 0 * H : 1 * H] = dan * a_h[:, 2 * H :] * r * (1.0 - r)  # a_n = a_xn + r_t ⊙ a_hn
-        da_h[t, :, 1 * H : 2 * H] = dh * (h_prevs[t] - n) * z * (1.0 - z)  # z_t = σ(a_z)
-        da_h[t, :, 2 * H : 3 * H] = dan * r
-        da_x[t, :, : 2 * H] = da_h[t, :, : 2 * H]  # r and z act on the sum of both pre-activations
-        da_x[t, :, 2 * H :] = dan
-        dh = dh * z + da_h[t] @ params["weight_hh"]
+    with np.errstate(over="ignore"):  # for _sigmoid
+        for t in reversed(range(T)):
+            a_h = h_prevs[t] @ params["weight_hh"].T + params["bias_hh"]  # recomputed: cheaper than keeping T
+            _, (r, z, n) = equations.gru_cell(cache["a_x"][t], a_h, h_prevs[t], _sigmoid, np.tanh)
+            dh = dhs[t] + dh
+            dan = dh * (1.0 - z) * (1.0 - n * n)  # h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}, n_t = tanh(a_n)
+            da_h[t, :, 0 * H : 1 * H] = dan * a_h[:, 2 * H :] * r * (1.0 - r)  # a_n = a_xn + r_t ⊙ a_hn
+            da_h[t, :, 1 * H : 2 * H] = dh * (h_prevs[t] - n) * z * (1.0 - z)  # z_t = σ(a_z)
+            da_h[t, :, 2 * H : 3 * H] = dan * r
+            da_x[t, :, : 2 * H] = da_h[t, :, : 2 * H]  # r and z act on the sum of both pre-activations
+            da_x[t, :, 2 * H :] = dan
+            dh = dh * z + da_h[t] @ params["weight_hh"]
     return {**_param_grads(cache["x"], h_prevs, da_x, da_h, params), "h0": dh}
 
 
