@@ -256,7 +256,8 @@ class RNNBase(_RecurrentBase):
             hs, final = self._scan(a_x.split(steps), state, weights, reverse)
             return torch.cat(hs), final
         a_x = a_x.view(len(steps), steps[0], a_x.shape[1])  # (T, B, G·H)
-        if weights[2] is None:
+        # torch.func's transforms (grad, vmap, jacrev) would need a Function written for them: plain autograd
+        if weights[2] is None and not torch._C._are_functorch_transforms_active():
             hs, *final = _Recurrence.apply(self, reverse, a_x, *weights[:2], *state)
         else:
             hs, final = self._scan(a_x, state, weights, reverse)
