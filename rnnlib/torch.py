@@ -19,7 +19,8 @@ Speed: for padded input without projection, each layer and direction runs as one
 (``_Recurrence``): its forward *is* the readable loop; its backward is backpropagation through time written
 out as in ``rnnlib.numpy`` (one matrix product per step, weight gradients of all steps at once). Second
 derivatives (``create_graph=True``) recompute the loop under autograd, so they are exact too.
-PackedSequence input and ``proj_size`` run the same loop under plain autograd.
+PackedSequence input, ``proj_size`` and torch.func transforms (grad, vmap) run the same loop under plain
+autograd.
 
 Shapes: T time steps, B batch, D input size, H hidden size, P proj_size (H when 0), L layers, G gates
 (RNN 1, LSTM 4, GRU 3). Parameters of layer l (``_reverse`` for the backward direction), PyTorch's layout,
