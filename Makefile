@@ -42,10 +42,11 @@ book: install $(MATHJAX)
 
 # The PDF: Jupyter Book's pdflatex builder (Sphinx LaTeX) typeset by XeLaTeX (Unicode text: σ, ⊙, →),
 # all from Debian packages, offline.
-TEXLIVE := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended latexmk \
-	fonts-freefont-otf poppler-utils
+# texlive-fonts-extra (500 MB download) holds bbm.sty, which Jupyter Book's LaTeX preamble loads.
+TEXLIVE := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
+	texlive-fonts-extra latexmk fonts-freefont-otf poppler-utils
 texlive:
-	@command -v latexmk >/dev/null && command -v xelatex >/dev/null && command -v pdftotext >/dev/null || \
+	@command -v latexmk >/dev/null && command -v pdftotext >/dev/null && kpsewhich bbm.sty >/dev/null || \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	$(TEXLIVE) >/dev/null; }
 
@@ -76,9 +77,12 @@ exercises: install
 # WORK and LAB_ARGS exist for the test of this target (tests/test_lab.py): `make lab WORK=/tmp/w LAB_ARGS=--no-browser`.
 WORK ?= my-work
 LAB_ARGS ?=
+# The learner's Jupyter configuration (jupyter-learner/): the Validate button without nbgrader's instructor
+# tools (formgrader, course and assignment lists); JupyterLab's settings and workspaces live in $(WORK).
 lab: install
 	mkdir -p $(WORK) && cp -rn exercises/. $(WORK)/
-	$(BIN)/jupyter lab $(WORK)/ $(LAB_ARGS)
+	JUPYTER_CONFIG_DIR=$(CURDIR)/jupyter-learner JUPYTERLAB_SETTINGS_DIR=$(abspath $(WORK))/.jupyterlab/settings \
+	JUPYTERLAB_WORKSPACES_DIR=$(abspath $(WORK))/.jupyterlab/workspaces $(BIN)/jupyter lab $(WORK)/ $(LAB_ARGS)
 
 # Parallel autograde (grader/parallel.py): WORKERS local workers, or GRADE_ARGS="--scheduler tcp://HOST:8786
 # --db postgresql://USER@HOST/DB" for a Dask cluster (book/instructors.md, "Grading a class in parallel").

@@ -16,13 +16,14 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
 from test_book import PAGES, REPO
 
 HTML = REPO / "_build" / "html"
 NOTEBOOK_LINK = re.compile(r'class="rnn-notebook-download">.*?href="([^"]+\.ipynb)"', re.S)
 # TeX that only shows up in the PDF's text when an equation was not typeset (none of it is in visible code).
-RAW_TEX = re.compile(r"\\(odot|frac|begin\{|end\{|left[(\[]|right[)\]]|operatorname|mathbb|cdot|tanh\b)|\\\(|\\\)")
+RAW_TEX = re.compile(
+    r"\\(odot|frac|begin\{|end\{|left[(\[]|right[)\]]|operatorname|mathbb|cdot|tanh\b)|\\\(|\\\)"
+)
 
 
 def chapters_with_code() -> list[str]:
@@ -59,7 +60,8 @@ def test_chapter_offers_its_executed_notebook_and_it_runs(doc: str, tmp_path: Pa
         if skipped & set(cell.metadata.get("tags", [])):
             cell.source = ""  # the book does not run these either (interactive widgets)
     client.execute()
-    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, json.dumps(errors)[:2000]
 
 
@@ -68,11 +70,18 @@ def test_make_pdf_builds_the_whole_book() -> None:
     missing = [tool for tool in ("xelatex", "latexmk", "pdftotext") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: `make texlive` installs them from Debian")
+    kpsewhich = shutil.which("kpsewhich")
+    lookup = subprocess.run([kpsewhich or "kpsewhich", "bbm.sty"], capture_output=True, timeout=60)
+    found = kpsewhich and lookup.returncode == 0
+    if not found:
+        pytest.skip("bbm.sty (Debian texlive-fonts-extra), loaded by Jupyter Book's LaTeX preamble, is not "
+                    "installed: `make texlive` installs it")
     venv_bin = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
     cmd = [str(venv_bin / "jupyter-book"), "build", str(REPO), "--builder", "pdflatex"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-8000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-8000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{output}"
     pdf = REPO / "_build" / "latex" / "book.pdf"
     assert pdf.is_file(), f"no {pdf}"
 
@@ -80,8 +89,8 @@ def test_make_pdf_builds_the_whole_book() -> None:
                           timeout=120, check=True).stdout
     flat = " ".join(text.split())
     for doc in PAGES:
-        title = next(line[2:].strip() for line in (REPO / f"{doc}.md").read_text(encoding="utf-8").splitlines()
-                     if line.startswith("# "))
+        lines = (REPO / f"{doc}.md").read_text(encoding="utf-8").splitlines()
+        title = next(line[2:].strip() for line in lines if line.startswith("# "))
         assert title in flat, f"chapter title {title!r} ({doc}) is not in the PDF's text"
     raw = sorted({m.group(0) for m in RAW_TEX.finditer(text)})
     assert not raw, f"raw TeX left in the PDF: {raw}"
