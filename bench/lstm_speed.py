@@ -7,7 +7,8 @@ torch.nn (goal: forward+backward ≤ 1.5×), rnnlib.numpy LSTM forward (goal ≤
 forward+backward vs torch.nn, and the numpy forward's GFLOP/s against one large matmul's (the GEMM peak).
 When CUDA is present, a GPU section: rnnlib.torch vs torch.nn (cuDNN) forward+backward in float32 at the
 issue's sizes (goal ≤ 3× at T100 B256 D256 H512), with the first call's time (warm-up) shown apart.
-Times are medians over repeats; ratio < 1 means rnnlib is faster.
+Times are medians over repeats, the cases compared taking turns within each repeat (so a busy neighbour
+slows both sides alike); ratio < 1 means rnnlib is faster.
 """
 
 import argparse
@@ -38,6 +39,19 @@ def median_time(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), first
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable, timed in turns: one call of each per repeat, after one warm-up."""
+    for fn in fns.values():
+        fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def gemm_peak(dtype, repeats: int) -> float:
@@ -95,9 +109,9 @@ def cpu_section(repeats: int) -> None:
                 "torch.nn": torch_case(ref, x_t),
                 "rnnlib.torch": torch_case(ours, x_t),
             }
-            for lib, (fwd, fb) in cases.items():
-                times[mode, lib, "fwd"] = median_time(fwd, repeats)[0]
-                times[mode, lib, "fwd+bwd"] = median_time(fb, repeats)[0]
+            fns = {(mode, lib, "fwd"): fwd for lib, (fwd, _) in cases.items()}
+            fns |= {(mode, lib, "fwd+bwd"): fb for lib, (_, fb) in cases.items()}
+            times |= interleaved_medians(fns, repeats)
         for mode in ("lstm", "gru"):
             M = mode.upper()
             ref_fb, ref_fwd = times[mode, "torch.nn", "fwd+bwd"], times[mode, "torch.nn", "fwd"]
