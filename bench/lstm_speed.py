@@ -6,7 +6,9 @@ CPU rows (T100 B32 D64 H128, float32 and float64): rnnlib.torch LSTM/GRU forward
 torch.nn (goal: forward+backward ≤ 1.5×), rnnlib.numpy LSTM forward (goal ≤ 1.5× in float32) and
 forward+backward vs torch.nn, and the numpy forward's GFLOP/s against one large matmul's (the GEMM peak).
 When CUDA is present, a GPU section: rnnlib.torch vs torch.nn (cuDNN) forward+backward in float32 at the
-issue's sizes (goal ≤ 3× at T100 B256 D256 H512), with the first call's time (warm-up) shown apart.
+issue's sizes (goal ≤ 3× at T100 B256 D256 H512), with the first call's time (warm-up) shown apart, and
+the book's char-LSTM recipe (H=128, seq_len 50, batch 32; 30 steps of train_charlm) on the GPU against the
+CPU (goal: the GPU faster).
 Times are medians over repeats, the cases compared taking turns within each repeat (so a busy neighbour
 slows both sides alike); ratio < 1 means rnnlib is faster.
 """
@@ -130,13 +132,12 @@ def cpu_section(repeats: int) -> None:
               f"({achieved / peak:.0%} of peak)")  # fmt: skip
 
 
-def cuda_section(repeats: int) -> None:
-    device = torch.device("cuda")
-    print(
-        f"\nCUDA: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, float32, forward+backward"
-    )
+def cuda_section(repeats: int, device: torch.device) -> None:
+    """The GPU rows; ``device`` is "cuda" (another device only for a dry run of this code)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"\n{name}, torch {torch.__version__}, float32, forward+backward")
     print(f"{'case':46s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}")
-    sync = torch.cuda.synchronize
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     for T_, B_, D_, H_ in GPU_SIZES:
         for ref_cls, our_cls in [(torch.nn.LSTM, rtorch.LSTM), (torch.nn.GRU, rtorch.GRU)]:
             torch.manual_seed(0)
@@ -150,6 +151,27 @@ def cuda_section(repeats: int) -> None:
             goal = 3.0 if (T_, B_, D_, H_) == (100, 256, 256, 512) else None
             row(f"{ref_cls.__name__} T{T_} B{B_} D{D_} H{H_} / cuDNN", our_t, ref_t, goal)
             print(f"{'':46s} first call: ours {our_first * 1e3:.1f} ms, cuDNN {ref_first * 1e3:.1f} ms")
+    gpu, cpu = charlm_recipe(device), charlm_recipe(torch.device("cpu"))
+    print(f"{'char-LSTM recipe step, GPU / CPU':46s} {gpu * 1e3:9.2f} {cpu * 1e3:9.2f} {gpu / cpu:7.2f}"
+          f"  goal < 1: {'met' if gpu < cpu else 'NOT met'}")  # fmt: skip
+
+
+def charlm_recipe(device: torch.device, steps: int = 30) -> float:
+    """Seconds per training step of the book's char-LSTM settings (H=128, seq_len 50, batch 32) on device."""
+    from rnnlib.charlm import CharLSTM, train_charlm
+
+    vocab_size = 80
+    data = torch.randint(0, vocab_size, (200_000,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = CharLSTM(vocab_size, hidden_size=128).to(device)
+    settings = dict(seq_len=50, batch_size=32, lr=5e-3, progress=False)
+    train_charlm(model, data, max_steps=3, **settings)  # warm-up
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
+    start = time.perf_counter()
+    train_charlm(model, data, max_steps=steps, **settings)
+    sync()
+    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -161,7 +183,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, numpy {np.__version__}; medians of {args.repeats} repeats")
     cpu_section(args.repeats)
     if torch.cuda.is_available():
-        cuda_section(args.repeats)
+        cuda_section(args.repeats, torch.device("cuda"))
     else:
         print("\nCUDA: not available on this machine; the GPU section is skipped")
 
