@@ -484,3 +484,24 @@ def test_torch_func_grad_and_vmap_match_torch(name):
     # against torch.nn on the whole batch
     mapped = torch.func.vmap(lambda xb: ours(xb)[0], in_dims=1, out_dims=1)(x)
     torch.testing.assert_close(mapped, ref(x)[0], atol=1e-6, rtol=1e-6)
+
+
+def test_network_by_name_and_forget_bias():
+    assert {k: type(rtorch.network(k, 3, 4)) for k in ("rnn", "lstm", "gru")} == {
+        "rnn": rtorch.RNN, "lstm": rtorch.LSTM, "gru": rtorch.GRU
+    }  # fmt: skip
+    torch.manual_seed(17)
+    lstm = rtorch.network("lstm", 3, 4, num_layers=2, bidirectional=True, forget_bias=1.5)
+    torch.manual_seed(17)
+    plain = nn.LSTM(3, 4, num_layers=2, bidirectional=True)  # the same draws, torch.nn's layout
+    for name, p in plain.named_parameters():
+        shift = torch.zeros_like(p)
+        if name.startswith("bias_ih"):
+            shift[4:8] = 1.5  # rows H..2H: the forget gate (order i, f, g, o)
+        torch.testing.assert_close(getattr(lstm, name), p + shift, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="LSTM only"):
+        rtorch.network("gru", 3, 4, forget_bias=1.0)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        rtorch.network("transformer", 3, 4)
+    with pytest.raises(ValueError, match="no bias_ih"):
+        rtorch.add_forget_bias(nn.LSTMCell(3, 4, bias=False), 1.0)

@@ -71,3 +71,31 @@ def test_torch_module_inputs_give_the_same_results(name, module_input):
     (ref_out, ref_grads), (our_out, our_grads) = results
     torch.testing.assert_close(our_out, ref_out, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(list(our_grads), list(ref_grads), atol=1e-6, rtol=1e-6)
+
+
+def _error_inputs():
+    for info in module_db:
+        name = info.module_cls.__name__
+        if (
+            info.module_cls is not getattr(nn, name, None)
+            or name not in NAMES
+            or not info.module_error_inputs_func
+        ):
+            continue
+        found = info.module_error_inputs_func(
+            info, device="cpu", dtype=torch.float64, requires_grad=False, training=True
+        )
+        for i, error_input in enumerate(found):
+            yield pytest.param(name, error_input, id=f"{name}-{i}")
+
+
+@pytest.mark.parametrize("name, error_input", list(_error_inputs()))
+def test_torch_error_inputs_raise_torch_errors(name, error_input):
+    from torch.testing._internal.common_modules import ModuleErrorEnum
+
+    module_input = error_input.module_error_input
+    args, kwargs = module_input.constructor_input.args, module_input.constructor_input.kwargs
+    with pytest.raises(error_input.error_type, match=error_input.error_regex):
+        module = getattr(rtorch, name)(*args, **kwargs).double()
+        assert error_input.error_on == ModuleErrorEnum.FORWARD_ERROR, "constructed what torch refuses"
+        module(*module_input.forward_input.args, **module_input.forward_input.kwargs)
