@@ -85,7 +85,7 @@ lab: install
 	JUPYTERLAB_WORKSPACES_DIR=$(abspath $(WORK))/.jupyterlab/workspaces $(BIN)/jupyter lab $(WORK)/ $(LAB_ARGS)
 
 # Parallel autograde (grader/parallel.py): WORKERS local workers, or GRADE_ARGS="--scheduler tcp://HOST:8786
-# --db postgresql://USER@HOST/DB" for a Dask cluster (book/instructors.md, "Grading a class in parallel").
+# --db postgresql+psycopg2://USER@HOST/DB" for a Dask cluster (book/instructors.md, "Grading a class in parallel").
 WORKERS ?= $(shell nproc)
 GRADE_ARGS ?=
 grade: install

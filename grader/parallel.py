@@ -9,7 +9,7 @@ folder. The command is the only writer of the real gradebook: it imports each re
 ``Gradebook`` API (the fields autograde writes: the submission's timestamp, each grade's auto_score and
 needs_manual_grade, each comment's auto_comment, each notebook's late penalty), then moves the autograded
 notebooks into place. No two processes write one database, so sqlite is never locked, and the real gradebook
-may be PostgreSQL (``--db postgresql://user@host/db``, the password from libpq's PGPASSWORD or a 0600
+may be PostgreSQL (``--db postgresql+psycopg2://user@host/db``, the password from libpq's PGPASSWORD or a 0600
 PGPASSFILE / ~/.pgpass of the command's user): workers never see it, and the grading subprocess gets no PG*
 variable.
 
