@@ -10,9 +10,10 @@
   ``''``; the repeated ``const`` is a JavaScript error. Each page keeps the first copy of each script.
 """
 
-import shutil
 from pathlib import Path
 
+import nbformat
+from jupyter_cache import get_cache
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.errors import ConfigError
@@ -60,12 +61,14 @@ def _link_notebook(app: Sphinx, pagename: str, templatename: str, context: dict,
 def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
+    cache = get_cache(Path(app.outdir).parent / ".jupyter_cache")
     for docname in sorted(app.env.found_docs):
         source = _executed_notebook(app, docname)
         if source.is_file():
+            _, notebook = cache.merge_match_into_notebook(nbformat.read(source, as_version=4))
             target = Path(app.outdir, NOTEBOOKS, f"{docname}.ipynb")
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            nbformat.write(notebook, target)
 
 
 def setup(app: Sphinx) -> dict:
