@@ -23,13 +23,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
 c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 
-# Autograde (only) uses the course's grading steps of grader/grading.py, each found by
-# tests/test_grading_matrix.py: deleted test cells put back, a duplicated cell no longer aborting the batch,
-# stderr warnings no longer zeroing a test cell, and SplitExecute running each submission in the confined
-# kernel "rnn-grader" (memory, CPU, process and file-size caps, no network, solutions/submissions/gradebook
-# hidden, user nobody; whatever this machine refuses is skipped and named in the kernel's log line).
-# Validate and JupyterLab are unaffected. Limits: c.GraderKernelManager.memory_limit / cpu_limit / ...;
-# grade in the plain kernel with --SplitExecute.kernel_name=python3.
+# Autograde (only) runs each submission in two processes (grader/grading.py, SplitExecute): answer cells in a
+# throwaway bubblewrap sandbox of its own (uid, cgroup, namespaces; grader/sandbox.py), test cells from the
+# source notebook in a trusted kernel that reads the learner's names as plain data. It refuses to grade when a
+# protection cannot be set up, unless --SandboxKernelManager.allow_without="['cgroup']" (or 'sandbox') is
+# given; then every log line says so. Limits: c.SandboxKernelManager.memory_limit / cpu_limit / process_limit.
+# Three more grading steps, each found by tests/test_grading_matrix.py: deleted test cells put back, a
+# duplicated cell no longer aborting the batch, stderr warnings no longer zeroing a test cell.
+# Validate and JupyterLab are unaffected (the plain python3 kernel).
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -42,12 +43,14 @@ from nbgrader.preprocessors import (  # noqa: E402
 )
 
 from grader.grading import (  # noqa: E402
-    SplitExecute,
     DropEmptiedMetadata,
     RestoreDeletedCells,
     SaveAutoGradesIgnoringStderr,
+    SplitExecute,
+    mark_unsafe_log,
 )
 
+mark_unsafe_log()  # an instructor's opt-out of a protection is named on every line of the log
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
     DeduplicateIds,

@@ -77,7 +77,7 @@ def encode(value: Any) -> bytes:
 
 def _blob(blobs: list[bytes], array: np.ndarray) -> int:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)  # any layout, 0-d included
     blobs.append(buffer.getvalue())
     return len(blobs) - 1
 

@@ -36,14 +36,15 @@ from typing import Any
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
 from traitlets import Bool, Integer, List, Unicode, default
+from traitlets.config import Application
 
-from grader.sandbox import BASE, OPT_OUTS, SETTINGS
+from grader.sandbox import BASE, OPT_OUTS, SETTINGS, lock
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
@@ -73,6 +74,7 @@ class SandboxKernelManager(AsyncKernelManager):
         # ipc: the sockets are files, reachable in the sandbox's own network namespace
         self.private = Path(tempfile.mkdtemp(prefix="k-", dir=BASE))
         self.private.chmod(0o700)
+        self._lock = lock(self.private)  # released when this grading ends, however: then it may be swept
         self.transport, self.ip = "ipc", str(self.private / "kernel")
 
     @default("kernel_spec_manager")
@@ -94,7 +96,14 @@ class SandboxKernelManager(AsyncKernelManager):
     async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
         await super().cleanup_resources(restart=restart)
         if not restart:
-            shutil.rmtree(self.private, ignore_errors=True)
+            self.release()
+
+    def release(self) -> None:
+        """Remove the kernel's private folder and give up its lock (idempotent)."""
+        shutil.rmtree(self.private, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 def defined_names(source: str) -> set[str]:
@@ -162,9 +171,6 @@ class SplitExecute(Execute):
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(**kwargs)
         self._trusted: tuple[KernelManager, Any] | None = None
-        opt_outs = self.config.SandboxKernelManager.get("allow_without", [])
-        if opt_outs:
-            _mark_every_log_line(self.log, f"[UNSAFE: grading without {' and '.join(opt_outs)}] ")
 
     # --- the notebook ---------------------------------------------------------------------------------
 
@@ -177,30 +183,43 @@ class SplitExecute(Execute):
         if not path.exists():
             raise FileNotFoundError(f"the source notebook {path} is needed: the tests are taken from it")
         self._plan = Plan(nbformat.read(path, as_version=4))
-        self._restarts, self._dead, self._setup_done = 0, set(), 0
+        self._restarts, self._dead, self._setup_done, self._given_up = 0, set(), 0, False
         self._trusted_kernel()
         self._in_trusted("get_ipython().reset(new_session=False)")
-        return super().preprocess(nb, resources, km)
+        self._managers: list[SandboxKernelManager] = []
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:  # a sandbox whose kernel died is not always shut down by nbclient
+            for manager in self._managers:
+                if isinstance(manager, SandboxKernelManager):
+                    manager.release()
 
     def create_kernel_manager(self) -> KernelManager:
         km = super().create_kernel_manager()
         km.assignment = self._assignment
+        self._managers.append(km)
         return km
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple:
         if cell.cell_type != "code":
+            return cell, self.resources
+        if self._given_up:
+            cell.outputs = [_error("SandboxGivenUp", f"the sandbox died {self._restarts} times: not run")]
             return cell, self.resources
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         try:
             if grade_id in self._plan.tests:
                 return self._test(cell, index, grade_id), self.resources
             return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError:
+        except (DeadKernelError, CellTimeoutError):  # dead, or so broken it no longer sends its outputs
             self._dead.add(index)
-            cell.outputs.append(NotebookNode(
-                output_type="error", ename="DeadKernelError", evalue="the sandbox's kernel died in this cell",
-                traceback=["DeadKernelError: the sandbox's kernel died in this cell (os._exit? the memory "
-                           "cap?); graded 0, the notebook goes on in a fresh sandbox"]))  # fmt: skip
+            cell.outputs.append(
+                _error(
+                    "DeadKernelError",
+                    "the sandbox's kernel died in this cell (os._exit? "
+                    "the memory cap?): graded 0, the notebook goes on in a fresh sandbox",
+                )
+            )
             self._restart(index)
             return cell, self.resources
 
@@ -276,7 +295,11 @@ class SplitExecute(Execute):
         while True:
             self._restarts += 1
             if self._restarts > self.max_restarts:
-                raise DeadKernelError(f"the sandbox's kernel died more than {self.max_restarts} times")
+                self.log.warning(
+                    "The sandbox died %d times: the cells from %d on score 0", self._restarts, index
+                )
+                self._given_up = True
+                return
             self.log.warning(
                 "The sandbox's kernel died in cell %d: its tests score 0; a fresh sandbox (%d of at most %d) "
                 "replays the cells before it", index, self._restarts, self.max_restarts)  # fmt: skip
@@ -301,7 +324,7 @@ class SplitExecute(Execute):
     def _replay(self, index: int, cell: NotebookNode) -> None:
         try:
             self._silently(cell.source)
-        except DeadKernelError:
+        except (DeadKernelError, CellTimeoutError):  # dead, or so broken it no longer sends its outputs
             self._dead.add(index)
             raise
 
@@ -321,14 +344,30 @@ async def _reply(kc: Any, msg_id: str, timeout: float | None) -> dict:
         raise TimeoutError(f"no reply in {timeout} s") from None
 
 
-def _mark_every_log_line(log: logging.Logger | logging.LoggerAdapter, mark: str) -> None:
-    class Mark(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            record.msg = mark + str(record.msg)
-            return True
+def opt_outs(config: Any) -> list[str]:
+    """The protections an instructor opted out of, from a config (a list, or its text on the command line)."""
+    value = config.SandboxKernelManager.get("allow_without", [])
+    if isinstance(value, str):
+        value = ast.literal_eval(value) if value.lstrip().startswith("[") else [value]
+    return list(value)
 
-    logger = log.logger if isinstance(log, logging.LoggerAdapter) else log
-    logger.addFilter(Mark())
+
+def mark_unsafe_log() -> None:
+    """While an opt-out is in force in the running application, every log line starts by saying so."""
+    make = logging.getLogRecordFactory()
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        entry = make(*args, **kwargs)
+        missing = opt_outs(Application.instance().config) if Application.initialized() else []
+        if missing:
+            entry.msg = f"[UNSAFE: grading without {' and '.join(missing)}] {entry.msg}"
+        return entry
+
+    logging.setLogRecordFactory(record)
+
+
+def _error(name: str, text: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=name, evalue=text, traceback=[f"{name}: {text}"])
 
 
 def timed_out(cell: NotebookNode) -> bool:

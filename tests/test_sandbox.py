@@ -140,7 +140,7 @@ def forget_gate(x_t, h_prev, W_f, b_f):
         "03_lstm_gates",
         "forget_gate",
         """
-import glob
+import glob, os
 print(repr(globals().get("In")), repr(globals().get("_ih")))
 for path in glob.glob("/proc/*/cmdline") + glob.glob("/run/**", recursive=True) + glob.glob("/tmp/**"):
     try:
@@ -182,7 +182,7 @@ open("/tmp/big", "wb").write(b"x" * 50_000_000)
         "04_gru_gates",
         "reset_gate",
         """
-import time
+import os, time
 children = []
 try:
     for _ in range(300):
@@ -209,6 +209,7 @@ socket.create_connection(("127.0.0.1", PORT), timeout=5)
         True,
     ),
 }
+BREAKS_ITS_OWN_SANDBOX = {"patch_thread"}  # ipykernel itself calls isinstance: the rest of its notebook fails
 HONEST = "zz_honest"  # graded after every attacker of the batch
 
 
@@ -237,9 +238,19 @@ def rows(course: Path, student: str) -> dict:
 
 
 def outputs(course: Path, student: str, assignment: str) -> list:
+    """Each cell's outputs, consecutive pieces of one stream joined (how a print is split is not a grade)."""
     nb = nbformat.read(course / "autograded" / student / assignment / LOADED[assignment].notebook_name, 4)
-    return [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.get("outputs", [])]
-            for c in nb.cells]  # fmt: skip
+    cells = []
+    for cell in nb.cells:
+        merged: list[dict] = []
+        for o in cell.get("outputs", []):
+            o = {k: v for k, v in o.items() if k != "execution_count"}
+            if merged and o["output_type"] == "stream" and merged[-1].get("name") == o.get("name"):
+                merged[-1] = merged[-1] | {"text": merged[-1]["text"] + o["text"]}
+            else:
+                merged.append(o)
+        cells.append(merged)
+    return cells
 
 
 def leftovers() -> list[str]:
@@ -248,7 +259,8 @@ def leftovers() -> list[str]:
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and proc.stat().st_uid in UIDS:
-                found.append(f"process {proc.name}: {(proc / 'cmdline').read_bytes()[:80]!r}")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]  # state, parent
+                found.append(f"process {proc.name} {state}: {(proc / 'cmdline').read_bytes()[:80]!r}")
         except OSError:
             pass
     found += [str(p) for p in BASE.glob("k-*")]
@@ -294,8 +306,14 @@ def course(tmp_path_factory, listener) -> dict:
     log = subprocess.run([BIN / "nbgrader", "autograde", "*", "--force"], cwd=root,
                          env=env, capture_output=True, text=True, timeout=1200).stderr  # fmt: skip
     print(f"\nthe batch of {len(ATTACKS) + 1} submissions graded in {time.perf_counter() - start:.0f} s")
+    (root / "autograde.log").write_text(log)
     time.sleep(4)  # the detached attacker would wake up by now, had it survived
-    return {"root": root, "clean": clean, "log": log, "leftovers": leftovers()}
+    for _ in range(50):  # a process killed at the end of the batch may take a moment to be reaped
+        left = leftovers()
+        if not left:
+            break
+        time.sleep(0.2)
+    return {"root": root, "clean": clean, "log": log, "leftovers": left}
 
 
 @pytest.mark.parametrize("student", sorted(ATTACKS))
@@ -305,7 +323,10 @@ def test_the_attacker_earns_no_point_it_did_not_earn(course, student):
     with Gradebook(f"sqlite:///{course['root'] / 'gradebook.db'}") as gb:
         grades = gb.find_submission_notebook(LOADED[a].path.stem, a, student).grades
         got = {g.name: g.auto_score for g in grades if g.name in expected}
-    assert got == expected, student
+    if student in BREAKS_ITS_OWN_SANDBOX:  # graded, and never above what it earned
+        assert all(got[c] is not None and got[c] <= expected[c] for c in expected), (student, got)
+    else:
+        assert got == expected, student
 
 
 def test_the_honest_learner_graded_after_them_gets_exactly_the_clean_run(course):
@@ -328,14 +349,14 @@ def test_hidden_tests_and_the_instructors_environment_never_reach_the_sandbox(co
     nb = nbformat.read(root / "autograded" / "hidden_reader" / "03_lstm_gates" / "lstm_gates.ipynb", 4)
     answer = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "forget_gate"][0]
     text = "".join(o.get("text", "") for o in answer.outputs)
-    assert "In" not in text.split("\n")[0] or "None None" in text, text[:300]
-    assert HIDDEN_MARK["03_lstm_gates"] not in text
+    assert "/proc/1/cmdline" in text and "connection.json" in text  # it did look around
+    assert HIDDEN_MARK["03_lstm_gates"] not in text and "rnnlib.checks" not in text.split("sorted")[0]
     # the hidden test did run, in the trusted process: its code is in the graded test cell
     test = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_forget_gate"][0]
     assert HIDDEN_MARK["03_lstm_gates"] in test.source
 
 
-def test_each_resource_attack_was_stopped_by_its_cap(course):
+def test_each_resource_attack_was_stopped_by_its_cap(course, listener):
     root = course["root"]
 
     def answer_error(student: str) -> str:
@@ -345,8 +366,11 @@ def test_each_resource_attack_was_stopped_by_its_cap(course):
 
     assert "DeadKernelError" in answer_error("memory")  # the cgroup's OOM killer, not an address-space cap
     assert "BlockingIOError" in answer_error("fork_bomb")  # pids.max
-    assert "unreachable" in answer_error("network")
+    assert "ConnectionRefusedError" in answer_error("network")  # its own loopback, where nobody listens
     assert "The sandbox's kernel died" in course["log"]
+    listener.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nobody knocked at the instructor's 127.0.0.1
+        listener.accept()
 
 
 def test_grading_refuses_without_the_sandbox_and_says_why_unless_the_instructor_opts_out(course, tmp_path):
