@@ -230,7 +230,7 @@ class SplitExecute(Execute):
         for code in setup[self._setup_done :]:
             self._in_trusted(code)
         self._setup_done = max(self._setup_done, len(setup))
-        cell.source = self._plan.tests[grade_id]  # the source's test, hidden part included
+        shown, cell.source = cell.source, self._plan.tests[grade_id]  # run the source's test, hidden part in
         socket = str(self.km.private / "agent.sock")
         serving = self.kc.execute(f"__import__('grader.agent').agent.serve({socket!r})", silent=True,
                                   store_history=False)  # fmt: skip
@@ -242,6 +242,7 @@ class SplitExecute(Execute):
             cell = self.execute_cell(cell, index, store_history=False)
         finally:
             self.km, self.kc = sandbox
+            cell.source = shown  # as nbgrader restored it (with its note when the learner had deleted it)
             self._in_trusted("__import__('grader.trusted').trusted.release()")
         self._finish_serving(serving)
         return cell

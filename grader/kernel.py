@@ -21,7 +21,8 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGXCPU, _raise_cpu_time_exceeded)
     from ipykernel.kernelapp import launch_new_instance
 
-    launch_new_instance(argv=[*argv, "--HistoryManager.enabled=False"])
+    # parent_handle=1: no parent poller (its pid is outside this PID namespace) and no console banner
+    launch_new_instance(argv=[*argv, "--HistoryManager.enabled=False", "--IPKernelApp.parent_handle=1"])
 
 
 if __name__ == "__main__":

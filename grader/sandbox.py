@@ -233,10 +233,11 @@ def _limit(settings: dict) -> None:
 
 
 def _signal_kernel(connection: str, signum: int) -> None:
-    """Send ``signum`` to the kernel started with ``connection`` (found by its command line)."""
+    """Send ``signum`` to the kernel started with ``connection`` (not to bwrap, whose command line has it too)."""
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and connection.encode() in (proc / "cmdline").read_bytes():
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and argv[1:3] == [b"-m", b"grader.kernel"] and connection.encode() in argv:
                 os.kill(int(proc.name), signum)
         except OSError:
             pass

@@ -445,10 +445,10 @@ def test_infinite_loop_is_interrupted_after_the_timeout(graded, course):
 
 
 def test_stderr_warning_does_not_cost_points(graded, course):
-    """Case 12: the warning and the stderr text are in the graded notebook, and the cell keeps its points."""
+    """Case 12: the learner's function warns on stderr while the test calls it; the cell keeps its points.
+    The warning stays in the sandbox (the test cell ran in the trusted kernel): no stderr in its outputs."""
     outputs = autograded(course, "warning")["test_rnn_forward"].outputs
-    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
-    assert "UserWarning: a harmless library warning" in stderr and "note: something on stderr" in stderr
+    assert not [o for o in outputs if o.output_type == "error"], outputs
     assert graded["scores"]["warning"]["test_rnn_forward"][0] == A.tests["test_rnn_forward"]
 
 
@@ -457,7 +457,7 @@ def test_a_dead_kernel_costs_only_its_cell(graded, course):
     DeadKernelError output (0 points, checked with the scores above), a log line says so, a fresh kernel
     replays the cells before it silently, and the notebook goes on: the demo cell after it runs (it needs
     the replayed imports)."""
-    assert re.search(r"The kernel died in cell \d+: its tests score 0; a fresh kernel \(1 of at most 3\)",
+    assert re.search(r"The sandbox's kernel died in cell \d+: its tests score 0; a fresh sandbox \(1 of at most 3\)",
                      graded["log"])  # fmt: skip
     cells = autograded(course, "os_exit")
     assert "DeadKernelError" in [o.get("ename") for o in cells["test_rnn_forward"].outputs]
@@ -467,13 +467,15 @@ def test_a_dead_kernel_costs_only_its_cell(graded, course):
 
 
 def test_a_kernel_that_keeps_dying_is_given_up_after_three_restarts(graded):
-    """Case 13b, bounded: every test cell kills the kernel; after 3 fresh kernels the grader gives up on
-    that notebook (0, a log line naming the student) and the batch goes on."""
+    """Case 13b, bounded: every test cell kills the sandbox; after 3 fresh sandboxes the grader gives up on the
+    rest of that notebook (its cells score 0, a log line says so), the notebook is still graded (a score,
+    never a lost submission) and the batch goes on."""
     log = graded["log"]
-    assert "a fresh kernel (3 of at most 3)" in log and "Kernel died more than 3 times" in log
-    assert f"There was an error processing assignment '{A.name}' for student '{KILLER}'" in log
+    assert "a fresh sandbox (3 of at most 3)" in log and "The sandbox died 4 times" in log
+    assert f"There was an error processing assignment '{A.name}' for student '{KILLER}'" not in log
     row = graded["rows"][KILLER]
     assert (float(row["score"]), float(row["max_score"])) == (0.0, TOTAL), row
+    assert all(score == 0.0 for score, *_ in graded["scores"][KILLER].values())
 
 
 def test_a_broken_file_fails_that_student_only(graded):
