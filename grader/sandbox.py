@@ -233,7 +233,7 @@ def _limit(settings: dict) -> None:
 
 
 def _signal_kernel(connection: str, signum: int) -> None:
-    """Send ``signum`` to the kernel started with ``connection`` (not to bwrap, whose command line has it too)."""
+    """Send ``signum`` to the kernel started with ``connection`` (not bwrap, whose argv names it too)."""
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")

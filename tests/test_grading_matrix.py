@@ -457,8 +457,8 @@ def test_a_dead_kernel_costs_only_its_cell(graded, course):
     DeadKernelError output (0 points, checked with the scores above), a log line says so, a fresh kernel
     replays the cells before it silently, and the notebook goes on: the demo cell after it runs (it needs
     the replayed imports)."""
-    assert re.search(r"The sandbox's kernel died in cell \d+: its tests score 0; a fresh sandbox \(1 of at most 3\)",
-                     graded["log"])  # fmt: skip
+    died = r"The sandbox's kernel died in cell \d+: its tests score 0; a fresh sandbox \(1 of at most 3\)"
+    assert re.search(died, graded["log"])
     cells = autograded(course, "os_exit")
     assert "DeadKernelError" in [o.get("ename") for o in cells["test_rnn_forward"].outputs]
     (demo,) = [c for c in cells.values() if c.source.startswith("plain = squashed")]
@@ -467,8 +467,8 @@ def test_a_dead_kernel_costs_only_its_cell(graded, course):
 
 
 def test_a_kernel_that_keeps_dying_is_given_up_after_three_restarts(graded):
-    """Case 13b, bounded: every test cell kills the sandbox; after 3 fresh sandboxes the grader gives up on the
-    rest of that notebook (its cells score 0, a log line says so), the notebook is still graded (a score,
+    """Case 13b, bounded: every test cell kills the sandbox; after 3 fresh sandboxes the grader gives up on
+    the rest of that notebook (its cells score 0, a log line says so), the notebook is still graded (a score,
     never a lost submission) and the batch goes on."""
     log = graded["log"]
     assert "a fresh sandbox (3 of at most 3)" in log and "The sandbox died 4 times" in log
