@@ -1,9 +1,12 @@
-"""Seconds `nbgrader autograde` spends per notebook, against a bare kernel, in one run.
+"""Seconds `nbgrader autograde` spends per notebook, sandboxed and in nbgrader's own way, in one run.
 
-A temporary course gets the repository's nbgrader_config.py, solutions/ and two baselines: an empty notebook
-(what starting and stopping a kernel costs) and a notebook that only imports numpy, torch and rnnlib.checks
-(what the exercises pay before their first test). Every simulated student submits the solution of every
-assignment and both baselines; one `nbgrader autograde "*"` grades all of them.
+Two temporary courses get the repository's nbgrader_config.py, solutions/ and two baselines: an empty
+notebook (what starting and stopping a kernel costs) and a notebook that only imports numpy, torch and
+rnnlib.checks (what the exercises pay before their first test). One course grades as the course does
+(answers in a per-submission sandbox, tests in the warm trusted kernel: grader.grading.SplitExecute), the
+other with nbgrader's own Execute (everything in one plain kernel, as nbgrader does out of the box). Every
+simulated student submits the solution of every assignment and both baselines; one `nbgrader autograde "*"`
+per course grades all of them, the two courses one after the other.
 The time per notebook is read from nbgrader's own timestamped log, from "Sanitizing <notebook>" to the
 "Setting destination file permissions" that ends that submission.
 
@@ -44,9 +47,18 @@ def nbgrader(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
-def make_course(root: Path, assignments: list[str], students: int) -> None:
+IN_KERNEL = """
+from nbgrader.preprocessors import Execute  # noqa: E402
+
+steps = c.Autograde.autograde_preprocessors
+c.Autograde.autograde_preprocessors = [Execute if p is SplitExecute else p for p in steps]
+"""
+
+
+def make_course(root: Path, assignments: list[str], students: int, in_kernel: bool) -> None:
     """Config, sources, the baseline notebooks; every student submits every solution."""
-    shutil.copy(ROOT / "nbgrader_config.py", root)
+    config = (ROOT / "nbgrader_config.py").read_text()
+    (root / "nbgrader_config.py").write_text(config + (IN_KERNEL if in_kernel else ""))
     for name in assignments:
         shutil.copytree(ROOT / "solutions" / name, root / "solutions" / name)
     for name, code in BASELINES.items():
@@ -82,20 +94,23 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=3, help="submissions per assignment")
     args = parser.parse_args()
     assignments = args.assignments or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
-    with tempfile.TemporaryDirectory() as tmp:
-        course = Path(tmp)
-        make_course(course, assignments, args.students)
-        log = nbgrader("autograde", "*", f"--Application.log_format={LOG_FORMAT}", cwd=course)
-    seconds = spans(log)
-    missing = {*BASELINES, *assignments} - set(seconds)
-    if missing:
-        sys.exit(f"no timing found in the log for {sorted(missing)}")
-    bare = statistics.median(seconds[BASELINE])
+    seconds = {}
+    for label, in_kernel in (("sandboxed", False), ("in-kernel", True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            course = Path(tmp)
+            make_course(course, assignments, args.students, in_kernel)
+            log = nbgrader("autograde", "*", f"--Application.log_format={LOG_FORMAT}", cwd=course)
+        seconds[label] = spans(log)
+        missing = {*BASELINES, *assignments} - set(seconds[label])
+        if missing:
+            sys.exit(f"no timing found in the {label} log for {sorted(missing)}")
     print(f"autograde seconds per notebook, median of {args.students} submissions, {os.cpu_count()} CPUs")
-    print(f"  {'bare kernel (empty notebook)':32s} {bare:6.2f} s")
-    for name in [*list(BASELINES)[1:], *assignments]:
-        median = statistics.median(seconds[name])
-        print(f"  {name:32s} {median:6.2f} s  = {median / bare:4.1f} x bare kernel")
+    header = f"{'notebook':30s} {'nbgrader':>9s} {'sandboxed':>10s} {'ratio':>6s}"
+    print(f"  {header}   sandboxed / its empty notebook")
+    bare = statistics.median(seconds["sandboxed"][BASELINE])
+    for name in [*BASELINES, *assignments]:
+        plain, boxed = (statistics.median(seconds[label][name]) for label in ("in-kernel", "sandboxed"))
+        print(f"  {name:30s} {plain:8.2f}s {boxed:9.2f}s {boxed / plain:6.2f}   {boxed / bare:5.1f} x")
 
 
 if __name__ == "__main__":
