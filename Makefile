@@ -42,11 +42,10 @@ book: install $(MATHJAX)
 
 # The PDF: Jupyter Book's pdflatex builder (Sphinx LaTeX) typeset by XeLaTeX (Unicode text: σ, ⊙, →),
 # all from Debian packages, offline.
-# texlive-fonts-extra (500 MB download) holds bbm.sty, which Jupyter Book's LaTeX preamble loads.
 TEXLIVE := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
-	texlive-fonts-extra latexmk fonts-freefont-otf poppler-utils
+	latexmk fonts-freefont-otf poppler-utils
 texlive:
-	@command -v latexmk >/dev/null && command -v pdftotext >/dev/null && kpsewhich bbm.sty >/dev/null || \
+	@command -v latexmk >/dev/null && command -v pdftotext >/dev/null || \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	$(TEXLIVE) >/dev/null; }
 
@@ -64,7 +63,7 @@ lint: install
 sandbox:
 	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 
-test: install chromium postgres sandbox book lint
+test: install chromium postgres sandbox texlive book lint
 	$(BIN)/python -m pytest
 
 # The library lanes: rnnlib's tests without the browser, nbgrader or slow ones, one thread, under 60 s.
