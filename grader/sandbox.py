@@ -43,8 +43,23 @@ ENVIRONMENT = {"LANG": "C.UTF-8", "MPLBACKEND": "agg", "PYTHONDONTWRITEBYTECODE"
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
 
 
+NEEDS = "the sandbox needs root, bubblewrap (bwrap) and setpriv (util-linux)"
+
+
 class Refused(RuntimeError):
     """A protection could not be set up and the instructor did not opt out of it."""
+
+
+def missing() -> list[str]:
+    """What this machine cannot give a sandbox, each with its reason (empty: grading can run)."""
+    found = []
+    if os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"):
+        found.append(NEEDS)
+    try:
+        Cgroup(f"probe-{os.getpid()}", 2**30, 8).destroy()
+    except OSError as error:
+        found.append(f"cannot create a cgroup with memory and pids caps ({error})")
+    return found
 
 
 def take_uid(locks: Path) -> tuple[int, int]:
@@ -266,7 +281,7 @@ def launch(settings: dict[str, Any], connection: Path) -> int:
             argv = kernel
         else:
             if os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"):
-                raise Refused("the sandbox needs root, bubblewrap (bwrap) and setpriv (util-linux)")
+                raise Refused(NEEDS)
             uid, uid_lock = take_uid(BASE / "uids")
             for path in [private, *private.rglob("*")]:
                 os.chown(path, uid, uid, follow_symlinks=False)
