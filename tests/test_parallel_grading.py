@@ -2,10 +2,10 @@
 
 The bad-submission matrix of test_grading_matrix (exercise 01, every hostile and broken student) is handed in
 to one course, copied, and graded twice: serially by ONE `nbgrader autograde`, and in parallel by
-`python -m grader grade --workers 2` (a local Dask cluster; each submission graded by nbgrader's own autograde
-into a throwaway gradebook, the results imported by the command). Compared: every gradebook row through
-nbgrader's API (submissions, notebooks, grades, comments, and the row counts), `nbgrader export`'s CSV, the
-autograded notebooks (all but the execution timings), and the matrix's expected scores per test cell.
+`python -m grader grade --workers 2` (a local Dask cluster; batches of submissions graded by nbgrader's own
+autograde into throwaway gradebooks, the results imported by the command). Compared: every gradebook row
+through nbgrader's API (submissions, notebooks, grades, comments, and the row counts), `nbgrader export`'s
+CSV, the autograded notebooks (all but the execution timings), and the matrix's expected scores per test cell.
 
 Resumable: the whole command killed (SIGKILL to its process group) after its first result, then run again:
 it grades only what was left, and the gradebook and feedback equal the serial ones. On a Dask cluster: a
@@ -256,10 +256,11 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 def test_a_killed_command_resumes_where_it_stopped(serial, tmp_path):
-    """SIGKILL to the command and its workers after the first result; the rerun grades the rest only."""
+    """SIGKILL to the command and its workers after the first result (one submission per nbgrader run);
+    the rerun (batches) grades the rest only."""
     course = new_course(tmp_path / "course")
     hand_in(course, RESUMED)
-    first = subprocess.Popen(grade_command(course, "--workers", "1"), cwd=ROOT, env=ENV,
+    first = subprocess.Popen(grade_command(course, "--workers", "1", "--batch", "1"), cwd=ROOT, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(lambda: logged(course), "a first result", first)
@@ -365,7 +366,8 @@ for path in [os.environ.get("PGPASSFILE", ""), os.path.expanduser("~/.pgpass"),
 
 
 def test_on_a_dask_cluster_with_postgres(serial, postgres, cluster, tmp_path, monkeypatch):
-    """Two dask workers, one killed mid-batch; a PostgreSQL gradebook; the password reaches no kernel."""
+    """Two dask workers, one killed mid-batch (one submission per task, so that it was grading one); a
+    PostgreSQL gradebook; the password reaches no kernel."""
     url, password = postgres
     monkeypatch.setenv("PGPASSWORD", password)  # this test reads the gradebook too, as the instructor
     address, workers = cluster
@@ -374,7 +376,7 @@ def test_on_a_dask_cluster_with_postgres(serial, postgres, cluster, tmp_path, mo
     students = [*RESUMED, "hide_errors", "late"]
     hand_in(course, students)
     submit(course, "sniffer", append_to(answered(released(course)), "sigmoid", SNIFF))
-    command = grade_command(course, "--scheduler", address, "--db", url)
+    command = grade_command(course, "--scheduler", address, "--db", url, "--batch", "1")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
