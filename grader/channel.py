@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_FRAME = 512 * 2**20  # bytes: a larger frame is refused
+MAX_FRAME = 64 * 2**20  # bytes: a larger frame is refused (the answers are small arrays)
 MAX_DEPTH = 32
 _NUMERIC = "biufc"  # numpy dtype kinds that may cross: bool, int, uint, float, complex
 _LENGTH = struct.Struct("!Q")
