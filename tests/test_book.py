@@ -28,18 +28,10 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 import pytest
-import yaml
+from conftest import CHROMIUM_ARGS, PAGES, REPO
 from playwright.sync_api import Browser, Page, sync_playwright
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 # What each chapter promises (notes/common.md, "Book conventions"): named figures, and tables on some pages.
 PROMISED_FIGURES = {
     "book/sequences": ["diag-sequence-shapes"],
@@ -70,23 +62,6 @@ SCREENSHOTS = ["book/recurrent_cell", "book/lstm", "book/summary"]
 ANIMATIONS = {"book/lstm": 1, "book/vanishing_gradients": 1}  # pages with matplotlib jshtml animations
 
 
-def toc_pages() -> list[str]:
-    """Every document of _toc.yml, in reading order (paths without suffix, e.g. 'book/intro')."""
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
-
-    def files(entries: list[dict]) -> Iterator[str]:
-        for entry in entries:
-            if "file" in entry:
-                yield entry["file"]
-            yield from files(entry.get("sections", []))
-
-    pages = [toc["root"]]
-    for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
-        pages += files(part["chapters"])
-    return pages
-
-
-PAGES = toc_pages()
 
 
 # --- fixtures: build, serve, browse -----------------------------------------------------------------------

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import PAGES, REPO
 from nbclient import NotebookClient
-from test_book import PAGES, REPO
 
 HTML = REPO / "_build" / "html"
 NOTEBOOK_LINK = re.compile(r'class="rnn-notebook-download">.*?href="([^"]+\.ipynb)"', re.S)

@@ -14,144 +14,34 @@ test cells are restored and its deleted one is put back. Written answers score 0
 Autograde timing lives in bench/autograde_time.py.
 """
 
-import ast
 import csv
 import getpass
 import html
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import RELEASE, REPO, SOURCE, nbgrader, needs_sandbox, run
+from exercise_model import (
+    ASSIGNMENTS,
+    DELIMITERS,
+    LOADED,
+    Assignment,
+    perturbing_wrapper,
+    regions,
+    strip_delimiters,
+)
 from nbgrader.api import Gradebook
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE, RELEASE = ROOT / "solutions", ROOT / "exercises"
-ASSIGNMENTS = sorted(p.name for p in SOURCE.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+pytestmark = pytest.mark.nbgrader
 CLASS = ("03_lstm_gates", "04_gru_gates")  # the assignments graded for a whole simulated class
 STUDENTS = ("correct", "blank", "one_wrong", "partial", "tamper")
-# nbgrader needs the venv's bin/ (alembic) on PATH
-ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-DELIMITERS = re.compile(r"(BEGIN|END) (SOLUTION|HIDDEN TESTS)")
 
-
-def run(*args: str | Path, cwd: Path, check: bool = True) -> str:
-    """Run a command with the venv's bin/ first on PATH; return its output (stdout and stderr)."""
-    done = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if check:
-        assert done.returncode == 0, (
-            f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stdout[-4000:]}"
-        )
-    return done.stdout
-
-
-def nbgrader(*args: str | Path, cwd: Path) -> str:
-    return run(Path(sys.executable).parent / "nbgrader", *args, cwd=cwd)
-
-
-def strip_delimiters(source: str) -> str:
-    """The source with nbgrader's BEGIN/END lines removed: the solution (or hidden test) as written."""
-    return "\n".join(line for line in source.splitlines() if not DELIMITERS.search(line))
-
-
-def regions(source: str, kind: str) -> list[str]:
-    """The lines strictly between BEGIN <kind> and END <kind>."""
-    return re.findall(rf"BEGIN {kind}[^\n]*\n(.*?)\n[^\n]*END {kind}", source, flags=re.S)
-
-
-def names_read(source: str) -> set[str]:
-    """Every name a piece of code mentions."""
-    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
-
-
-def names_bound(source: str) -> set[str]:
-    """The names a cell defines at top level: functions, classes, assigned variables."""
-    names = set()
-    for stmt in ast.parse(source).body:
-        if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
-            names.add(stmt.name)
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            names |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return names
-
-
-@dataclass
-class Assignment:
-    """One source notebook: its answer cells, test cells with points, and what depends on what."""
-
-    name: str
-    path: Path
-    nb: nbformat.NotebookNode = field(repr=False)
-    answers: dict[str, str] = field(default_factory=dict)  # grade_id -> solution source (code and written)
-    tests: dict[str, float] = field(default_factory=dict)  # autograded test cell -> points
-    manual: dict[str, float] = field(default_factory=dict)  # written answer -> points
-    binds: dict[str, set[str]] = field(default_factory=dict)  # code answer cell -> names it defines
-    uses: dict[str, set[str]] = field(default_factory=dict)  # answer or test cell -> learner names it reads
-
-    @classmethod
-    def load(cls, name: str) -> "Assignment":
-        (path,) = (SOURCE / name).glob("*.ipynb")
-        a = cls(name, path, nbformat.read(path, as_version=4))
-        for cell in a.nb.cells:
-            meta = cell.metadata.get("nbgrader", {})
-            gid = meta.get("grade_id")
-            if meta.get("solution"):
-                a.answers[gid] = strip_delimiters(cell.source)
-                if cell.cell_type == "markdown":
-                    a.manual[gid] = float(meta["points"])
-                else:
-                    a.binds[gid] = names_bound(a.answers[gid])
-            elif meta.get("grade") and cell.cell_type == "code":
-                a.tests[gid] = float(meta["points"])
-        defined = set().union(*a.binds.values())
-        for cell in a.nb.cells:
-            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-            if gid in a.binds or gid in a.tests:
-                a.uses[gid] = names_read(strip_delimiters(cell.source)) & defined
-        return a
-
-    @property
-    def notebook_name(self) -> str:
-        return self.path.name
-
-    @property
-    def functions(self) -> list[str]:
-        """The learner's functions in notebook order."""
-        ordered = []
-        for gid, names in self.binds.items():
-            tree = ast.parse(self.answers[gid])
-            ordered += [s.name for s in tree.body if isinstance(s, ast.FunctionDef) and s.name in names]
-        return ordered
-
-    def depends_on(self, gid: str) -> set[str]:
-        """The learner names a cell needs, directly or through the answer cells that define them."""
-        needed, todo = set(), list(self.uses[gid])
-        while todo:
-            name = todo.pop()
-            if name not in needed:
-                needed.add(name)
-                todo += [n for cell, names in self.binds.items() if name in names for n in self.uses[cell]]
-        return needed
-
-    def expected_cells(self, broken: set[str]) -> dict[str, float]:
-        """Points of each autograded test cell when the names in ``broken`` are missing or wrong."""
-        return {gid: 0.0 if self.depends_on(gid) & broken else points for gid, points in self.tests.items()}
-
-    def broken_by(self, cells: set[str]) -> set[str]:
-        return set().union(*(self.binds.get(gid, set()) for gid in cells))
-
-
-LOADED = {name: Assignment.load(name) for name in ASSIGNMENTS}
 
 
 # --- each assignment on its own -----------------------------------------------------------------------------
@@ -184,9 +74,9 @@ def test_header_states_the_total_of_the_points(name):
 def nbval(tmp_path_factory) -> dict[str, list]:
     """`pytest --nbval-lax` on every solution notebook, in one run: notebook -> [(cell, failure or None)]."""
     report = tmp_path_factory.mktemp("nbval") / "report.xml"
-    paths = [LOADED[name].path.relative_to(ROOT) for name in ASSIGNMENTS]
+    paths = [LOADED[name].path.relative_to(REPO) for name in ASSIGNMENTS]
     run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-        f"--junitxml={report}", *paths, cwd=ROOT, check=False)  # fmt: skip
+        f"--junitxml={report}", *paths, cwd=REPO, check=False)  # fmt: skip
     results: dict[str, list] = {}
     for case in ET.parse(report).iter("testcase"):
         failure = case.find("failure") if case.find("failure") is not None else case.find("error")
@@ -200,7 +90,7 @@ def nbval(tmp_path_factory) -> dict[str, list]:
 def test_solution_runs_under_nbval(nbval, name):
     """nbval --nbval-lax: every code cell of the solution notebook runs without error."""
     a = LOADED[name]
-    cells = nbval.get(".".join([*a.path.relative_to(ROOT).parent.parts, a.path.name]), [])
+    cells = nbval.get(".".join([*a.path.relative_to(REPO).parent.parts, a.path.name]), [])
     assert len(cells) == sum(c.cell_type == "code" for c in a.nb.cells), (
         f"{name}: nbval ran {len(cells)} cells"
     )
@@ -230,7 +120,7 @@ def normalised(path: Path) -> dict:
 def course(tmp_path_factory) -> Path:
     """A fresh course directory with the repository's config and solutions/, every assignment generated."""
     root = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", root)
+    shutil.copy(REPO / "nbgrader_config.py", root)
     shutil.copytree(SOURCE, root / "solutions", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     nbgrader(
         "generate_assignment", "*", cwd=root
@@ -300,24 +190,6 @@ def test_release_has_no_solution_or_hidden_test(name):
 
 
 # --- a class: students, autograde, export -------------------------------------------------------------------
-
-
-def perturbing_wrapper(function: str) -> str:
-    """Code that replaces a right function by a wrong one: every number it returns is off."""
-    return f"""
-
-def _perturb(out):
-    if isinstance(out, (tuple, list)):
-        return type(out)(_perturb(o) for o in out)
-    if isinstance(out, dict):
-        return {{k: _perturb(v) for k, v in out.items()}}
-    return out * 1.5 + 0.5
-
-_right_{function} = {function}
-
-def {function}(*args, **kwargs):
-    return _perturb(_right_{function}(*args, **kwargs))
-"""
 
 
 def one_wrong_function(a: Assignment) -> str:
@@ -393,11 +265,13 @@ def graded(course) -> dict:
     return {"expected": expected, "rows": rows, "columns": columns, "cells": cells, "log": log}
 
 
+@needs_sandbox
 def test_autograde_reports_no_grader_error(graded):
     problems = [line for line in graded["log"].splitlines() if re.search(r"\| (ERROR|CRITICAL)\]", line)]
     assert not problems, problems
 
 
+@needs_sandbox
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_solution_gets_full_marks_and_untouched_exercise_zero(graded, name):
     a = LOADED[name]
@@ -417,6 +291,7 @@ def test_solution_gets_full_marks_and_untouched_exercise_zero(graded, name):
         )
 
 
+@needs_sandbox
 @pytest.mark.parametrize("name", CLASS)
 def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
     """Per test cell in the gradebook and per student in grades.csv, for every simulated student.
@@ -437,6 +312,7 @@ def test_class_scores_equal_the_points_of_the_cells_that_pass(graded, name):
     assert one_wrong_function(a).endswith("_gate"), "the one-mistake student should get one gate wrong"
 
 
+@needs_sandbox
 def test_export_lists_every_student_and_assignment(graded):
     """grades.csv: a row per student and assignment (0 where nothing came in), with the documented columns."""
     assert set(graded["rows"]) == {(s, a) for s in STUDENTS for a in ASSIGNMENTS}
@@ -444,7 +320,7 @@ def test_export_lists_every_student_and_assignment(graded):
         if (student, name) not in submissions():
             assert float(row["score"]) == 0 and not row["timestamp"], row
     documented = re.search(
-        r"columns `(assignment, .*?)`", (ROOT / "book" / "instructors.md").read_text(), re.S
+        r"columns `(assignment, .*?)`", (REPO / "book" / "instructors.md").read_text(), re.S
     )
     assert documented and graded["columns"] == re.split(r",\s+", documented[1])
 
@@ -455,6 +331,7 @@ def feedback_text(course: Path, student: str, a: Assignment) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
+@needs_sandbox
 def test_feedback_shows_the_hidden_tests(course, graded, tmp_path):
     """What a learner sees after `nbgrader generate_feedback` (the instructors chapter documents both cases).
 

@@ -25,9 +25,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO as ROOT
+from conftest import SOURCE, needs_sandbox, run
+from exercise_model import LOADED, perturbing_wrapper
 from nbgrader.api import Gradebook, MissingEntry
-from test_exercises import LOADED, ROOT, SOURCE, perturbing_wrapper, run
 
+pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 A = LOADED["01_recurrent_cell"]
 NBGRADER = Path(sys.executable).parent / "nbgrader"
 TIMEOUT = 10  # seconds per cell in the test course (the course itself uses 60)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHROMIUM_ARGS, REPO
 from playwright.sync_api import sync_playwright
-
-from tests.test_book import CHROMIUM_ARGS, REPO
 
 ASSIGNMENT, NOTEBOOK = "03_lstm_gates", "lstm_gates.ipynb"
 WARNED = "warned"  # a folder of the work copy: the solution, with a warning on stderr in each test cell

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO as ROOT
+from conftest import SOURCE
 from nbgrader import api
 from nbgrader.api import Gradebook, MissingEntry
-from test_exercises import ROOT, SOURCE
 from test_grading_matrix import (
     BLANK,
     BROKEN_FILES,

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO as ROOT
+from conftest import nbgrader, needs_sandbox
+from exercise_model import LOADED
 from nbgrader.api import Gradebook
-from test_exercises import LOADED, ROOT, nbgrader
 
 from grader.sandbox import BASE, CGROUP_V1, UIDS
 
-pytestmark = pytest.mark.nbgrader
+pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 BIN = Path(sys.executable).parent
 ASSIGNMENTS = ("01_recurrent_cell", "03_lstm_gates", "04_gru_gates")
 SECRET = "s3cr3t-of-the-instructor"
