@@ -31,11 +31,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO as ROOT
-from conftest import SOURCE
-from nbgrader import api
-from nbgrader.api import Gradebook, MissingEntry
-from test_grading_matrix import (
+from bad_submissions import (
     BLANK,
     BROKEN_FILES,
     DUE,
@@ -52,6 +48,10 @@ from test_grading_matrix import (
     released,
     submit,
 )  # fmt: skip
+from conftest import REPO as ROOT
+from conftest import SOURCE
+from nbgrader import api
+from nbgrader.api import Gradebook, MissingEntry
 
 pytestmark = [pytest.mark.nbgrader, pytest.mark.slow]
 
