@@ -41,7 +41,7 @@ from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
-from traitlets import Bool, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
 from grader.sandbox import BASE, OPT_OUTS, SETTINGS, lock
@@ -67,6 +67,9 @@ class SandboxKernelManager(AsyncKernelManager):
         "log line then says so. Empty (the default): grading refuses to start without them."
     ).tag(config=True)  # fmt: skip
     assignment = Unicode("", help="The assignment graded (set by SplitExecute).")
+    # A sandbox's kernel exits in about 0.2 s when asked; now and then it does not, and jupyter_client would
+    # wait 5 s before its SIGTERM (on which the launcher kills the sandbox and cleans up).
+    shutdown_wait_time = Float(1.0, help="Seconds a kernel gets to exit before SIGTERM.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -166,11 +169,11 @@ class SplitExecute(Execute):
     kernel_name = Unicode(KERNEL_NAME, help="The sandbox kernel learner code runs in.").tag(config=True)
     trusted_kernel_name = Unicode("python3", help="The kernel the tests run in.").tag(config=True)
     max_restarts = Integer(3, help="Fresh sandboxes per notebook after the kernel died.").tag(config=True)
+    _trusted: tuple[KernelManager, Any] | None = None  # (manager, client), shared by the process's instances
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(**kwargs)
-        self._trusted: tuple[KernelManager, Any] | None = None
 
     # --- the notebook ---------------------------------------------------------------------------------
 
@@ -261,7 +264,10 @@ class SplitExecute(Execute):
         raise DeadKernelError("the sandbox did not come back after a test cell")
 
     def _trusted_kernel(self) -> None:
-        if self._trusted is not None and run_sync(self._trusted[0].is_alive)():
+        """The trusted kernel of this process: nbgrader makes a new SplitExecute for every notebook, so the
+        kernel is kept at class level, started once, reused by every notebook and shut down at exit."""
+        trusted = SplitExecute._trusted
+        if trusted is not None and run_sync(trusted[0].is_alive)():
             return
         km = AsyncKernelManager(kernel_name=self.trusted_kernel_name)
         run_sync(km.start_kernel)(
@@ -273,7 +279,7 @@ class SplitExecute(Execute):
         kc = km.client()
         kc.start_channels()
         run_sync(kc.wait_for_ready)(timeout=self.startup_timeout)
-        self._trusted = km, kc
+        SplitExecute._trusted = km, kc
         atexit.register(lambda: (kc.stop_channels(), run_sync(km.shutdown_kernel)(now=True)))
 
     def _in_trusted(self, code: str) -> None:
