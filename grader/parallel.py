@@ -44,7 +44,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 STATE = ".grading"  # in the course root: pending/ markers, logs/, work/ (each task's throwaway place)
 BIN = Path(sys.executable).parent  # nbgrader shells out to alembic: the venv's bin/ goes first on PATH
-MAX_BATCH = 8  # submissions per nbgrader run at most, by default
+MAX_BATCH = 20  # submissions per nbgrader run at most, by default
 
 
 @dataclass(frozen=True)
