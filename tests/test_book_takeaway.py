@@ -55,12 +55,12 @@ def test_chapter_offers_its_executed_notebook_and_it_runs(doc: str, tmp_path: Pa
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                OMP_NUM_THREADS="1")
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO / "book")}}, env=env)
+                            resources={"metadata": {"path": str(REPO / "book")}})
     skipped = {"skip-execution"}
     for cell in code:
         if skipped & set(cell.metadata.get("tags", [])):
             cell.source = ""  # the book does not run these either (interactive widgets)
-    client.execute()
+    client.execute(env=env)  # passed on to the kernel manager's start_kernel
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, json.dumps(errors)[:2000]
