@@ -67,9 +67,11 @@ class SandboxKernelManager(AsyncKernelManager):
         "log line then says so. Empty (the default): grading refuses to start without them."
     ).tag(config=True)  # fmt: skip
     assignment = Unicode("", help="The assignment graded (set by SplitExecute).")
-    # A sandbox's kernel exits in about 0.2 s when asked; now and then it does not, and jupyter_client would
-    # wait 5 s before its SIGTERM (on which the launcher kills the sandbox and cleans up).
-    shutdown_wait_time = Float(1.0, help="Seconds a kernel gets to exit before SIGTERM.").tag(config=True)
+    # A sandbox is thrown away whole, so it is not asked to shut down (the learner's kernel, asked, often took
+    # longer than jupyter_client's wait): the launcher gets SIGTERM at once, kills the sandbox and cleans up.
+    shutdown_wait_time = Float(10.0, help="Seconds the launcher gets to clean up before SIGKILL.").tag(
+        config=True
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -96,6 +98,10 @@ class SandboxKernelManager(AsyncKernelManager):
         env = dict(kw.pop("env", None) or os.environ, **{SETTINGS: json.dumps(settings)})
         await super().start_kernel(env=env, **kw)
 
+    async def _async_request_shutdown(self, restart: bool = False) -> None:
+        """Shutting down is the launcher's SIGTERM, not a message to the kernel (see shutdown_wait_time)."""
+        await self.provisioner.terminate(restart=restart)
+
     async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
         await super().cleanup_resources(restart=restart)
         if not restart:
@@ -109,23 +115,33 @@ class SandboxKernelManager(AsyncKernelManager):
             self._lock = None
 
 
+def _binds(node: ast.stmt) -> set[str]:
+    """The global names one top-level statement binds."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
 def defined_names(source: str) -> set[str]:
     """The global names a cell binds at top level (functions, classes, assignments, imports)."""
-    names: set[str] = set()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        else:
-            names |= {
-                n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-            }
-    return names
+    return set().union(*(_binds(node) for node in ast.parse(source).body))
 
 
 def used_names(source: str) -> set[str]:
     return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+
+
+def outside_names(source: str) -> set[str]:
+    """The names a cell reads before binding them itself: what it needs from the cells before it."""
+    bound: set[str] = set()
+    needed: set[str] = set()
+    for node in ast.parse(source).body:
+        loads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        needed |= loads - bound
+        bound |= _binds(node)
+    return needed
 
 
 class Plan:
@@ -134,26 +150,43 @@ class Plan:
     def __init__(self, source: NotebookNode) -> None:
         self.learner_names: set[str] = set()
         self.tests: dict[str, str] = {}
-        self.order: list[tuple[str, str]] = []  # (kind, code) in source order: "setup" or "test:<grade_id>"
+        self.helpers: dict[str, str] = {}  # grade_id -> code of the locked cells only the tests need
+        # (kind, grade_id, code) in source order, kind "setup", "helper" or "test"
+        self.order: list[tuple[str, str | None, str]] = []
         cells = [c for c in source.cells if c.cell_type == "code"]
         for cell in cells:
             meta = cell.metadata.get("nbgrader", {})
             if meta.get("solution"):
                 self.learner_names |= defined_names(_python(cell.source))
+        locked, sandbox_cells = {}, []
         for cell in cells:
             meta = cell.metadata.get("nbgrader", {})
             if meta.get("solution"):
-                continue
-            if meta.get("grade"):
+                sandbox_cells.append(cell.source)
+            elif meta.get("grade"):
                 self.tests[meta["grade_id"]] = cell.source
-                self.order.append((f"test:{meta['grade_id']}", cell.source))
-            elif not used_names(_python(cell.source)) & self.learner_names:
-                self.order.append(("setup", cell.source))
+                self.order.append(("test", meta["grade_id"], cell.source))
+            else:
+                if not used_names(_python(cell.source)) & self.learner_names:
+                    self.order.append(("setup", meta.get("grade_id"), cell.source))
+                    if meta.get("locked") and meta.get("grade_id") and defined_names(_python(cell.source)):
+                        locked[meta["grade_id"]] = cell.source
+                        continue
+                sandbox_cells.append(cell.source)
+        # A locked setup cell whose names no sandbox cell reads (the tests' helpers) runs in the trusted
+        # kernel only, in place: the sandbox then needs none of what the tests use (torch, say).
+        while True:
+            read = set().union(*(outside_names(_python(code)) for code in sandbox_cells))
+            needed = {gid for gid, code in locked.items() if defined_names(_python(code)) & read}
+            if not needed:
+                break
+            sandbox_cells += [locked.pop(gid) for gid in needed]
+        self.helpers = locked
+        self.order = [("helper" if gid in locked else kind, gid, code) for kind, gid, code in self.order]
 
-    def setup_before(self, grade_id: str) -> list[str]:
-        """The setup cells that come before the test ``grade_id`` in the source."""
-        index = self.order.index((f"test:{grade_id}", self.tests[grade_id]))
-        return [code for kind, code in self.order[:index] if kind == "setup"]
+    def position(self, kind: str, grade_id: str) -> int:
+        """Where the test or helper ``grade_id`` is in ``order``."""
+        return next(i for i, (k, gid, _) in enumerate(self.order) if (k, gid) == (kind, grade_id))
 
 
 def _python(source: str) -> str:
@@ -186,7 +219,7 @@ class SplitExecute(Execute):
         if not path.exists():
             raise FileNotFoundError(f"the source notebook {path} is needed: the tests are taken from it")
         self._plan = Plan(nbformat.read(path, as_version=4))
-        self._restarts, self._dead, self._setup_done, self._given_up = 0, set(), 0, False
+        self._restarts, self._dead, self._done, self._given_up = 0, set(), 0, False
         self._trusted_kernel()
         self._in_trusted("get_ipython().reset(new_session=False)")
         self._managers: list[SandboxKernelManager] = []
@@ -213,6 +246,8 @@ class SplitExecute(Execute):
         try:
             if grade_id in self._plan.tests:
                 return self._test(cell, index, grade_id), self.resources
+            if grade_id in self._plan.helpers:
+                return self._helper(cell, index, grade_id), self.resources
             return super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, CellTimeoutError):  # dead, or so broken it no longer sends its outputs
             self._dead.add(index)
@@ -228,27 +263,47 @@ class SplitExecute(Execute):
 
     # --- a test cell, in the trusted kernel ---------------------------------------------------------------
 
+    def _catch_up(self, position: int) -> None:
+        """Run the source's setup and helper cells before ``position`` of the plan in the trusted kernel."""
+        for kind, _, code in self._plan.order[self._done : position]:
+            if kind != "test":
+                self._in_trusted(code)
+        self._done = max(self._done, position)
+
+    def _helper(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
+        """A helper cell of the tests (``Plan.helpers``): the source's code, run in place in the trusted
+        kernel."""
+        position = self._plan.position("helper", grade_id)
+        self._catch_up(position)
+        cell = self._in_trusted_cell(cell, index, self._plan.helpers[grade_id])
+        self._done = max(self._done, position + 1)
+        return cell
+
     def _test(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
-        setup = self._plan.setup_before(grade_id)
-        for code in setup[self._setup_done :]:
-            self._in_trusted(code)
-        self._setup_done = max(self._setup_done, len(setup))
-        shown, cell.source = cell.source, self._plan.tests[grade_id]  # run the source's test, hidden part in
+        self._catch_up(self._plan.position("test", grade_id))
         socket = str(self.km.private / "agent.sock")
         serving = self.kc.execute(f"__import__('grader.agent').agent.serve({socket!r})", silent=True,
                                   store_history=False)  # fmt: skip
         names = sorted(self._plan.learner_names)
         self._in_trusted(f"__import__('grader.trusted').trusted.bind({socket!r}, {names!r}, globals())")
-        sandbox = self.km, self.kc
-        self.km, self.kc = self._trusted
-        try:
-            cell = self.execute_cell(cell, index, store_history=False)
+        try:  # the source's test, its hidden part in
+            cell = self._in_trusted_cell(cell, index, self._plan.tests[grade_id])
         finally:
-            self.km, self.kc = sandbox
-            cell.source = shown  # as nbgrader restored it (with its note when the learner had deleted it)
             self._in_trusted("__import__('grader.trusted').trusted.release()")
         self._finish_serving(serving)
         return cell
+
+    def _in_trusted_cell(self, cell: NotebookNode, index: int, code: str) -> NotebookNode:
+        """Execute the source's ``code`` as ``cell`` in the trusted kernel, outputs recorded in the cell; the
+        cell keeps the source it was shown with (as nbgrader restored it, with its note if it was deleted)."""
+        shown, cell.source = cell.source, code
+        sandbox = self.km, self.kc
+        self.km, self.kc = self._trusted
+        try:
+            return self.execute_cell(cell, index, store_history=False)
+        finally:
+            self.km, self.kc = sandbox
+            cell.source = shown
 
     def _finish_serving(self, msg_id: str) -> None:
         """Wait for the sandbox's part of a test; interrupt it if it runs on; DeadKernelError if gone."""
@@ -321,6 +376,7 @@ class SplitExecute(Execute):
                         earlier.cell_type == "code"
                         and i not in self._dead
                         and grade_id not in self._plan.tests
+                        and grade_id not in self._plan.helpers
                         and not timed_out(earlier)
                     ):
                         self._replay(i, earlier)

@@ -32,7 +32,7 @@ HIDDEN: dict[str, Hidden] = {
     "01_recurrent_cell": Hidden(
         {"numpy": ("sigmoid", "tanh", *_RNN), "equations": ("rnn_cell",)}, torch=False
     ),
-    "02_vanishing_gradients": Hidden({"vanishing": _VANISHING, "numpy": _RNN[2:]}),
+    "02_vanishing_gradients": Hidden({"vanishing": _VANISHING, "numpy": _RNN[2:]}, torch=False),
     "03_lstm_gates": Hidden({"numpy": _LSTM, "equations": ("lstm_cell",)}, torch=False),
     "04_gru_gates": Hidden({"numpy": _GRU, "equations": ("gru_cell",)}, torch=False),
     "05_lstm_backward": Hidden({"numpy": _LSTM[2:]}, torch=False),

@@ -10,13 +10,20 @@ Every function returns numpy arrays (data, not plots), indexed by the number of 
   matrix at every step (a deep feed-forward network).
 - ``gradient_norms`` / ``state_jacobian_norms``: ‖∂h_T/∂h_t‖ in real RNN, LSTM and GRU modules, by autograd.
 - ``skip_connection_norms``, ``leaky_unit_norms``: the gradient against distance for two remedies.
+
+Importing the module does not import torch: the W^n experiments are numpy code (exercise 2 is graded where
+torch is absent), and the two functions that differentiate a network import it when called.
 """
 
-import numpy as np
-import torch
-from torch import nn
+from __future__ import annotations
 
-import rnnlib.torch as rtorch
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def scalar_trajectory(w: float, n_steps: int, x0: float = 1.0) -> np.ndarray:
@@ -128,6 +135,8 @@ def state_jacobian_norms(module: nn.Module, x: torch.Tensor) -> np.ndarray:
     steps and the cell state after them). The sequence is run as a batch of H identical copies and copy b
     backpropagates h_T[b], so one backward pass gives every row of every Jacobian ∂h_T/∂h_t: (H, H).
     """
+    import torch
+
     if x.dim() != 2 or x.shape[1] != module.input_size:
         raise ValueError(f"x must have shape (T, {module.input_size}), got {tuple(x.shape)}")
     if module.num_layers != 1 or module.batch_first or module.bidirectional:
@@ -160,6 +169,10 @@ def gradient_norms(
     inputs x: (seq_len, input_size) from the same seed. ``forget_bias`` (LSTM only) is added to the forget
     gate's bias b_f, e.g. 2 starts the gate near σ(2) ≈ 0.88 instead of near 0.5.
     """
+    import torch
+
+    import rnnlib.torch as rtorch
+
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1, got {seq_len}")
     torch.manual_seed(seed)
