@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/lstm_speed.py [--repeats 20] [--threads 1]
 
+``--threads`` is torch's thread count and NumPy's BLAS's (threadpoolctl): both sides get the same cores.
+
 CPU rows (T100 B32 D64 H128, float32 and float64): rnnlib.torch LSTM/GRU forward and forward+backward vs
 torch.nn (goal: forward+backward ≤ 1.5×), rnnlib.numpy LSTM forward (goal ≤ 1.5× in float32) and
 forward+backward vs torch.nn, and the numpy forward's GFLOP/s against one large matmul's (the GEMM peak).
@@ -20,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from rnnlib import numpy as rnp
 from rnnlib import torch as rtorch
@@ -91,7 +94,10 @@ def row(name: str, ours: float, ref: float, goal: float | None = None) -> None:
 
 
 def cpu_section(repeats: int) -> None:
-    print(f"CPU, T={T} B={B} D={D} H={H}: {torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs")
+    pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    blas = ", ".join(f"{p['internal_api']} {p['num_threads']}" for p in pools)
+    print(f"CPU, T={T} B={B} D={D} H={H}: {torch.get_num_threads()} torch thread(s), NumPy's BLAS threads: "
+          f"{blas}; {os.cpu_count()} CPUs")
     print(f"{'case':46s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}")
     flops = 2 * T * B * 4 * H * (D + H)  # input and recurrent matrix products of the LSTM forward
     for dtype, tdtype in [(np.float32, torch.float32), (np.float64, torch.float64)]:
@@ -177,11 +183,12 @@ def charlm_recipe(device: torch.device, steps: int = 30) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch's and BLAS's CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}; medians of {args.repeats} repeats")
-    cpu_section(args.repeats)
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        cpu_section(args.repeats)
     if torch.cuda.is_available():
         cuda_section(args.repeats, torch.device("cuda"))
     else:

@@ -33,6 +33,7 @@ import math
 import numbers
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,6 +59,19 @@ _NUM_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 HX = Tensor | tuple[Tensor, Tensor] | None  # what forward accepts: h, or (h, c) for LSTM
 Weights = tuple[Tensor, Tensor | None, Tensor | None]  # weight_hh, bias_hh, weight_hr of one layer
+
+
+_NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """tanh(x). A plain float CPU tensor outside autograd goes through NumPy's kernel, on the same memory:
+    torch's CPU tanh takes several times as long at the loop's sizes (``bench/lstm_speed.py`` prints both),
+    and the LSTM's step calls it twice. Anything else (autograd, CUDA, other dtypes, subclasses): torch's."""
+    if (type(x) is Tensor and x.is_cpu and not x.requires_grad and x.dtype in _NUMPY_FLOATS
+            and not torch._C._are_functorch_transforms_active()):  # fmt: skip
+        return torch.from_numpy(np.tanh(x.numpy()))
+    return torch.tanh(x)
 
 
 def _rnn_mode(nonlinearity: str) -> str:
@@ -87,17 +101,17 @@ class _RecurrentBase(nn.Module):
         """
         if self.mode == "GRU":
             a_h = F.linear(state[0], weight_hh, bias_hh)  # W_hh h_{t-1} + b_hh: (B, 3H)
-            h_t, gates = gru_cell(a_x, a_h, state[0], torch.sigmoid, torch.tanh)
+            h_t, gates = gru_cell(a_x, a_h, state[0], torch.sigmoid, _tanh)
             return (h_t,), (*gates, a_h[..., 2 * self.hidden_size :])
         a = torch.addmm(a_x, state[0], weight_hh.T)  # a_t = W_ih x_t + b_ih + b_hh + W_hh h_{t-1}: (B, G·H)
         if self.mode == "LSTM":
-            h_t, c_t, gates = lstm_cell(a, state[1], torch.sigmoid, torch.tanh)
+            h_t, c_t, gates = lstm_cell(a, state[1], torch.sigmoid, _tanh)
             if weight_hr is not None:
                 h_t = F.linear(h_t, weight_hr)  # projection h_t = W_hr (o_t ⊙ tanh(c_t)): (B, P)
             return (h_t, c_t), (*gates, c_t)
         if self.mode not in ("RNN_TANH", "RNN_RELU"):  # torch.nn.RNNCell, too, only finds out here
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return (rnn_cell(a, torch.relu if self.mode == "RNN_RELU" else torch.tanh),), ()
+        return (rnn_cell(a, torch.relu if self.mode == "RNN_RELU" else _tanh),), ()
 
     def _project(
         self, x: Tensor, weight_ih: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
@@ -275,6 +289,8 @@ class RNNBase(_RecurrentBase):
         (h_0, c_0), each (B, ·). Returns h_t (b_t, P) for every t and the final state of every sequence
         (B, ·). ``caches`` (a list of T entries) receives what each step's backward needs.
         """
+        if isinstance(a_x, Tensor):
+            a_x = a_x.unbind(0)  # T views in one call: indexing a tuple costs far less than a tensor
         T = len(a_x)
         hs: list = [None] * T
         initial, ended = state, []  # ended: last states of the sequences that stopped early, latest last
@@ -394,7 +410,7 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, module: RNNBase, reverse: bool, a_x: Tensor, weight_hh, bias_hh, *state):
-        caches: list = [None] * len(a_x)
+        caches = [None] * len(a_x) if any(ctx.needs_input_grad) else None  # none kept for inference
         hs, final = module._scan(a_x, state, (weight_hh, bias_hh, None), reverse, caches)
         hs = torch.stack(hs)
         ctx.module, ctx.reverse, ctx.caches = module, reverse, caches
@@ -452,7 +468,7 @@ def _lstm_bptt(mode, dhs, d_final, hs, h_prev, state, caches, weight_hh):
     i, f, g, o, c = (torch.stack(gate) for gate in zip(*caches, strict=True))  # each (T, B, H)
     T, B, H = c.shape
     c_prev = torch.cat([state[1][None], c[:-1]])
-    tanh_c = torch.tanh(c)
+    tanh_c = _tanh(c)
     dc_dh = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # h_t = o_t ⊙ tanh(c_t): ∂c/∂h = o (1 − tanh²c)
     # dL/da_t = [dc ⊙ c̃ i(1−i), dc ⊙ c_{t−1} f(1−f), dc ⊙ i (1−c̃²), dh ⊙ tanh(c_t) o(1−o)]: the factors
     local = hs.new_empty(T, B, 4, H)  # gate k's factor in local[:, :, k]
@@ -460,14 +476,18 @@ def _lstm_bptt(mode, dhs, d_final, hs, h_prev, state, caches, weight_hh):
     torch.mul(c_prev, torch.addcmul(f, f, f, value=-1), out=local[:, :, 1])
     torch.addcmul(i, i * g, g, value=-1, out=local[:, :, 2])
     torch.mul(tanh_c, torch.addcmul(o, o, o, value=-1), out=local[:, :, 3])
-    da, (dh, dc) = hs.new_empty(T, B, 4, H), d_final
+    da = hs.new_empty(T, B, 4, H)
+    # per-step views, taken once (one unbind call; indexing in the loop costs as much as the arithmetic)
+    da_ifg, da_o, da_t = da[:, :, :3].unbind(0), da[:, :, 3].unbind(0), da.view(T, B, 4 * H).unbind(0)
+    local_ifg, local_o = local[:, :, :3].unbind(0), local[:, :, 3].unbind(0)
+    dhs_t, dc_dh_t, f_t = dhs.unbind(0), dc_dh.unbind(0), f.unbind(0)
+    dh, dc = dhs_t[T - 1] + d_final[0], d_final[1]  # dL/dh_t: from the output at t and from step t + 1
     for t in reversed(range(T)):
-        dh = dhs[t] + dh
-        dc = torch.addcmul(dc, dh, dc_dh[t])
-        torch.mul(local[t, :, :3], dc[:, None], out=da[t, :, :3])  # i, f, g: through c_t
-        torch.mul(local[t, :, 3], dh, out=da[t, :, 3])  # o: through h_t
-        dc = dc * f[t]  # the cell state's path to c_{t−1}: only the forget gate scales it
-        dh = da[t].view(B, 4 * H) @ weight_hh
+        dc = torch.addcmul(dc, dh, dc_dh_t[t])
+        torch.mul(local_ifg[t], dc.unsqueeze(1), out=da_ifg[t])  # i, f, g: through c_t
+        torch.mul(local_o[t], dh, out=da_o[t])  # o: through h_t
+        dc = dc * f_t[t]  # the cell state's path to c_{t−1}: only the forget gate scales it
+        dh = torch.addmm(dhs_t[t - 1], da_t[t], weight_hh) if t else da_t[t] @ weight_hh
     da = da.view(T, B, 4 * H)
     return da, da, (dh, dc)
 

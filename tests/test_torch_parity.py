@@ -505,3 +505,21 @@ def test_network_by_name_and_forget_bias():
         rtorch.network("transformer", 3, 4)
     with pytest.raises(ValueError, match="no bias_ih"):
         rtorch.add_forget_bias(nn.LSTMCell(3, 4, bias=False), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loop_tanh_is_tanh_to_the_last_bits(dtype):
+    """Outside autograd the loop's tanh is NumPy's kernel (rnnlib.torch._tanh): it must be tanh, within 2 ulp
+    of a float64 tanh (float32) or of torch.tanh (float64), over the whole range, on strided views, with
+    signed zeros and infinities; with autograd on, it is torch.tanh and differentiable."""
+    special = [0.0, -0.0, 1e-30, -1e-30, 1e-8, float("inf"), -float("inf")]
+    x = torch.cat([torch.linspace(-30, 30, 200_001, dtype=dtype), torch.tensor(special, dtype=dtype)])
+    want = torch.tanh(x.double()) if dtype == torch.float32 else torch.tanh(x)
+    ulp = torch.finfo(dtype).eps * want.abs().clamp_min(torch.finfo(dtype).tiny)
+    got = rtorch._tanh(x)
+    assert got.dtype == dtype and torch.equal(torch.signbit(got), torch.signbit(want.to(dtype)))
+    assert ((got.double() - want.double()).abs() <= 2 * ulp.double()).all()
+    strided = x[::3]
+    assert torch.equal(rtorch._tanh(strided), got[::3])
+    leaf = x[:5].clone().requires_grad_()
+    assert rtorch._tanh(leaf).grad_fn is not None
