@@ -21,10 +21,15 @@ help:
 	@echo "make lint       ruff"
 
 # pyproject.toml declares ranges; constraints.txt holds the course's exact versions (torch 2.13.0 CPU, ...).
+# rfc3987-syntax (with lark) comes with jupyter-events' jsonschema[format-nongpl]: jsonschema imports it to check
+# the "iri" formats, and it compiles 38 grammars doing so, 1.1 s in every process that reads a notebook (each
+# nbgrader run, the book's build, the tests). No schema the course meets uses those formats, and without the
+# package jsonschema leaves them unchecked: the course's environment goes without it.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[course]'
+	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax lark
 	touch $@
 
 install: $(VENV)/.installed

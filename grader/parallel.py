@@ -27,6 +27,7 @@ import fcntl
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
+from sqlalchemy import text
 from sqlalchemy.exc import SAWarning
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
@@ -88,10 +90,18 @@ def load_course(root: Path, db_url: str | None = None) -> CourseDirectory:
 
 
 def template(gradebook: Gradebook, assignment: str, course_id: str) -> bytes:
-    """A fresh sqlite gradebook with ``assignment``'s notebooks and cells copied from ``gradebook``."""
+    """A fresh sqlite gradebook with ``assignment``'s notebooks and cells copied from ``gradebook``.
+
+    nbgrader stamps a new database with the schema's revision by running ``alembic heads`` (a Python process
+    of its own, about a second); the copy is stamped beforehand with the revision ``gradebook`` has.
+    """
     source = gradebook.find_assignment(assignment)
+    revision = gradebook.db.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gradebook.db"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (revision,))
         with Gradebook(f"sqlite:///{path}", course_id) as copy:
             copy.update_or_create_assignment(assignment, duedate=source.duedate)
             for nb in source.notebooks:
@@ -311,16 +321,16 @@ def grade(root: Path, assignments: list[str], *, workers: int, scheduler: str | 
         bar = tqdm(total=sum(len(t.students) for t in tasks), unit="submission", disable=not progress,
                    file=sys.stderr)  # fmt: skip
         for done in dispatch(tasks, workers, scheduler) if tasks else []:
-            for result in done:
-                if result.submission is not None:
-                    with Gradebook(url, course_id) as gradebook:
+            with Gradebook(url, course_id) as gradebook:
+                for result in done:
+                    if result.submission is not None:
                         record(gradebook, result.assignment, result.student, result.submission)
-                state.install(result)
-                log = state.log_path(result.assignment, result.student)
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.write_text(result.log)
-                state.marker(result.assignment, result.student).unlink()
-                results.append(result)
+                    state.install(result)
+                    log = state.log_path(result.assignment, result.student)
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(result.log)
+                    state.marker(result.assignment, result.student).unlink()
+                    results.append(result)
             shutil.rmtree(done[0].work, ignore_errors=True)
             bar.set_postfix(failed=sum(not r.graded for r in results))
             bar.update(len(done))
