@@ -6,13 +6,13 @@ Each task runs ``nbgrader autograde A`` in a subprocess, from the course root, o
 submissions (``--batch``, by default a few per worker): the autograde pipeline of nbgrader_config.py (the
 course's sandbox) applies unchanged, and a batch is graded as a serial run of the whole class grades it. The
 task writes into a throwaway place of its own: a copy of the assignment's part of the gradebook (sqlite) and
-an autograded/ folder. The command is the only writer of the real gradebook: it imports each result through
-nbgrader's ``Gradebook`` API (the fields autograde writes: the submission's timestamp, each grade's
-auto_score and needs_manual_grade, each comment's auto_comment, each notebook's late penalty; manual grades
-stay), then moves the autograded notebooks into place. No two processes write one database, so sqlite is
-never locked, and the real gradebook may be PostgreSQL (``--db postgresql+psycopg2://user@host/db``, the
-password from libpq's PGPASSWORD or a 0600 PGPASSFILE / ~/.pgpass of the command's user): workers never see
-it, and the grading subprocess gets no PG* variable.
+an autograded/ folder. The command is the only writer of the real gradebook: it imports each batch, in one
+transaction, through nbgrader's ``Gradebook`` API (the fields autograde writes: the submission's timestamp,
+each grade's auto_score and needs_manual_grade, each comment's auto_comment, each notebook's late penalty;
+manual grades stay), then moves the autograded notebooks into place. No two processes write one database,
+so sqlite is never locked, and the real gradebook may be PostgreSQL (``--db postgresql+psycopg2://user@host/db``,
+the password from libpq's PGPASSWORD or a 0600 PGPASSFILE / ~/.pgpass of the command's user): workers never
+see it, and the grading subprocess gets no PG* variable.
 
 Resumable: before a run, a marker per submission is written to .grading/pending/; it goes only after the
 result is in the gradebook and autograded/. A submission is done when autograded/<student>/<assignment>/
@@ -152,7 +152,7 @@ def written(gradebook: Gradebook, assignment: str, student: str) -> dict | None:
 
 
 def record(gradebook: Gradebook, assignment: str, student: str, fields: dict) -> None:
-    """Write ``fields`` (from ``written``) into ``gradebook`` as autograde would have."""
+    """Write ``fields`` (from ``written``) into ``gradebook`` as autograde would have (the caller commits)."""
     gradebook.update_or_create_student(student)
     timestamp = {"timestamp": fields["timestamp"]} if fields["timestamp"] else {}
     with warnings.catch_warnings():  # nbgrader's add_submission autoflushes half-made rows: harmless
@@ -166,7 +166,6 @@ def record(gradebook: Gradebook, assignment: str, student: str, fields: dict) ->
             grade.auto_score, grade.needs_manual_grade = auto_score, needs_manual_grade
         for cell, auto_comment in nb["comments"].items():
             gradebook.find_comment(cell, name, assignment, student).auto_comment = auto_comment
-    gradebook.db.commit()
 
 
 # --- one task, on a worker ---------------------------------------------------------------------------------
@@ -321,16 +320,18 @@ def grade(root: Path, assignments: list[str], *, workers: int, scheduler: str | 
         bar = tqdm(total=sum(len(t.students) for t in tasks), unit="submission", disable=not progress,
                    file=sys.stderr)  # fmt: skip
         for done in dispatch(tasks, workers, scheduler) if tasks else []:
-            with Gradebook(url, course_id) as gradebook:
+            with Gradebook(url, course_id) as gradebook:  # the batch in one transaction
                 for result in done:
                     if result.submission is not None:
                         record(gradebook, result.assignment, result.student, result.submission)
-                    state.install(result)
-                    log = state.log_path(result.assignment, result.student)
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    log.write_text(result.log)
-                    state.marker(result.assignment, result.student).unlink()
-                    results.append(result)
+                gradebook.db.commit()
+            for result in done:  # a marker goes once its result is in the gradebook and in autograded/
+                state.install(result)
+                log = state.log_path(result.assignment, result.student)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(result.log)
+                state.marker(result.assignment, result.student).unlink()
+                results.append(result)
             shutil.rmtree(done[0].work, ignore_errors=True)
             bar.set_postfix(failed=sum(not r.graded for r in results))
             bar.update(len(done))
