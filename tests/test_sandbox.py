@@ -1,6 +1,6 @@
 """Grades that a learner who has read the grader cannot forge (grader/: SplitExecute, sandbox, channel).
 
-One course with three real assignments (01, 03, 04), graded by the real `nbgrader autograde` in the shipped
+One course with four real assignments (01, 02, 03, 04), graded by the real `nbgrader autograde` in the shipped
 configuration. Every attacker below was written against this grader's code: it hands in correct answers
 except in one answer cell, where it attacks and (mostly) defines a wrong or borrowed function. Where the
 grader holds, the tests depending on that function score 0 and every other test full marks; where it did
@@ -28,7 +28,7 @@ from grader.sandbox import BASE, CGROUP_V1, UIDS
 
 pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 BIN = Path(sys.executable).parent
-ASSIGNMENTS = ("01_recurrent_cell", "03_lstm_gates", "04_gru_gates")
+ASSIGNMENTS = ("01_recurrent_cell", "02_vanishing_gradients", "03_lstm_gates", "04_gru_gates")
 SECRET = "s3cr3t-of-the-instructor"
 HIDDEN_MARK = {"03_lstm_gates": "(1, 1, 5, 11, 1.0)"}  # a line of forget_gate's hidden test
 WRONG_FORGET = "def forget_gate(x_t, h_prev, W_f, b_f):\n    return np.zeros((x_t.shape[0], W_f.shape[0]))\n"
@@ -92,6 +92,37 @@ from rnnlib import checks
 def lstm_cell_forward(x_t, h_prev, c_prev, gates, _ref=checks.lstm_reference):
     out = _ref(x_t, h_prev, c_prev, gates)
     return out["h_t"], out["c_t"]
+""",
+        True,
+    ),
+    # exercise 2: its sandbox has no torch, and its tests' helpers run in the trusted kernel only
+    "torch_in_answer": (
+        "02_vanishing_gradients",
+        "jacobian_norms",
+        """
+def jacobian_norms(hs, W_hh):  # right, but by torch, which JupyterLab has and the grader's sandbox does not
+    t = torch.from_numpy
+    J, norms = torch.eye(hs.shape[1], dtype=torch.float64), [1.0]
+    for s in range(hs.shape[0] - 1, 0, -1):
+        J = J @ ((1 - t(hs[s]) ** 2)[:, None] * t(W_hh))
+        norms.append(torch.linalg.matrix_norm(J, ord=2).item())
+    return np.array(norms)
+""",
+        True,
+    ),
+    "shadow_helpers": (
+        "02_vanishing_gradients",
+        "rnn_distance",
+        """
+# The hidden test expects first_below(autograd_norms(torch_rnn_with(given_params), given_x), 1e-3): in one
+# kernel these helpers would be this learner's to redefine, and a wrong distance would pass.
+def torch_rnn_with(params):
+    return None
+def autograd_norms(rnn, x, alpha=0.0):
+    norms = np.ones(len(x))
+    norms[7:] = 0.0
+    return norms
+rnn_norms, rnn_distance = None, 7
 """,
         True,
     ),
@@ -341,6 +372,21 @@ def test_the_honest_learner_graded_after_them_gets_exactly_the_clean_run(course)
 def test_nothing_of_any_sandbox_is_left_after_the_batch(course):
     assert course["leftovers"] == []
     assert list(BASE.glob("k-*")) == []
+
+
+def test_helper_cells_run_in_the_trusted_kernel_in_place(course):
+    """Exercise 2's test helpers and its library demo (grader.grading.Plan.helpers) ran in the trusted kernel:
+    no error in the helpers' cell although the sandbox has no torch, and the demo's figure is there (the
+    sandbox draws with matplotlib's agg backend, which shows nothing)."""
+    nb = nbformat.read(course["root"] / "autograded" / HONEST / "02_vanishing_gradients"
+                       / "vanishing_gradients.ipynb", 4)  # fmt: skip
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    assert not [o for o in cells["reference_helpers"].outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in cells["repeated_demo"].outputs)
+    attacker = nbformat.read(course["root"] / "autograded" / "torch_in_answer" / "02_vanishing_gradients"
+                             / "vanishing_gradients.ipynb", 4)  # fmt: skip
+    test = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in attacker.cells}["test_jacobian_norms"]
+    assert "not available while this exercise is graded" in str(test.outputs)  # torch was a stub
 
 
 def test_hidden_tests_and_the_instructors_environment_never_reach_the_sandbox(course):
