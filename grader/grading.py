@@ -150,7 +150,7 @@ class Plan:
     def __init__(self, source: NotebookNode) -> None:
         self.learner_names: set[str] = set()
         self.tests: dict[str, str] = {}
-        self.helpers: dict[str, str] = {}  # grade_id -> code of the locked cells only the tests need
+        self.helpers: dict[str, str] = {}  # grade_id -> code of the locked cells the sandbox does not need
         # (kind, grade_id, code) in source order, kind "setup", "helper" or "test"
         self.order: list[tuple[str, str | None, str]] = []
         cells = [c for c in source.cells if c.cell_type == "code"]
@@ -271,8 +271,8 @@ class SplitExecute(Execute):
         self._done = max(self._done, position)
 
     def _helper(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
-        """A helper cell of the tests (``Plan.helpers``): the source's code, run in place in the trusted
-        kernel."""
+        """A cell of ``Plan.helpers`` (a helper of the tests, a demo of the library): the source's code, run
+        in place in the trusted kernel."""
         position = self._plan.position("helper", grade_id)
         self._catch_up(position)
         cell = self._in_trusted_cell(cell, index, self._plan.helpers[grade_id])

@@ -50,11 +50,14 @@ class Refused(RuntimeError):
     """A protection could not be set up and the instructor did not opt out of it."""
 
 
+def _tools() -> bool:
+    """Whether this process can build a sandbox: root, bwrap and setpriv (see NEEDS)."""
+    return os.geteuid() == 0 and bool(shutil.which("bwrap")) and bool(shutil.which("setpriv"))
+
+
 def missing() -> list[str]:
     """What this machine cannot give a sandbox, each with its reason (empty: grading can run)."""
-    found = []
-    if os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"):
-        found.append(NEEDS)
+    found = [] if _tools() else [NEEDS]
     try:
         Cgroup(f"probe-{os.getpid()}", 2**30, 8).destroy()
     except OSError as error:
@@ -280,7 +283,7 @@ def launch(settings: dict[str, Any], connection: Path) -> int:
             off.append("sandbox")
             argv = kernel
         else:
-            if os.geteuid() != 0 or not shutil.which("bwrap") or not shutil.which("setpriv"):
+            if not _tools():
                 raise Refused(NEEDS)
             uid, uid_lock = take_uid(BASE / "uids")
             for path in [private, *private.rglob("*")]:
