@@ -24,23 +24,36 @@ a fresh sandbox replays the code cells before it silently, and grading goes on (
 import ast
 import asyncio
 import atexit
+import copy
+import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
 import nbformat
+from jsonschema import ValidationError
+from jsonschema.validators import validator_for
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells, SaveAutoGrades
+from nbgrader.nbgraderformat.common import BaseMetadataValidator
+from nbgrader.nbgraderformat.v3 import MetadataValidatorV3
+from nbgrader.preprocessors import (
+    CheckCellMetadata,
+    Execute,
+    NbGraderPreprocessor,
+    OverwriteCells,
+    SaveAutoGrades,
+)
 from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
@@ -183,6 +196,19 @@ class Plan:
             sandbox_cells += [locked.pop(gid) for gid in needed]
         self.helpers = locked
         self.order = [("helper" if gid in locked else kind, gid, code) for kind, gid, code in self.order]
+        # A helper whose names no other cell of the trusted kernel reads (a demo of the library: a figure,
+        # a table) gives every submission the same outputs: it runs once per grading process (SplitExecute).
+        read = [(gid, used_names(_python(code))) for _, gid, code in self.order]
+        self.demos = {
+            gid
+            for gid, code in locked.items()
+            if not defined_names(_python(code)) & set().union(*(r for g, r in read if g != gid))
+        }
+
+    def key(self, position: int) -> str:
+        """What the trusted kernel's state at ``position`` of ``order`` depends on: the code run up to it."""
+        code = "\0".join(code for _, _, code in self.order[: position + 1])
+        return hashlib.sha256(code.encode()).hexdigest()
 
     def position(self, kind: str, grade_id: str) -> int:
         """Where the test or helper ``grade_id`` is in ``order``."""
@@ -203,6 +229,8 @@ class SplitExecute(Execute):
     trusted_kernel_name = Unicode("python3", help="The kernel the tests run in.").tag(config=True)
     max_restarts = Integer(3, help="Fresh sandboxes per notebook after the kernel died.").tag(config=True)
     _trusted: tuple[KernelManager, Any] | None = None  # (manager, client), shared by the process's instances
+    _demo_outputs: dict[str, tuple] = {}  # Plan.key of a demo -> (outputs, execution_count), shared likewise
+    _plans: dict[tuple[str, int], Plan] = {}  # (source notebook, its mtime) -> its Plan, shared likewise
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -218,7 +246,10 @@ class SplitExecute(Execute):
         path = path / f"{names['notebook']}.ipynb"
         if not path.exists():
             raise FileNotFoundError(f"the source notebook {path} is needed: the tests are taken from it")
-        self._plan = Plan(nbformat.read(path, as_version=4))
+        key = str(path), path.stat().st_mtime_ns
+        if key not in SplitExecute._plans:
+            SplitExecute._plans[key] = Plan(nbformat.read(path, as_version=4))
+        self._plan = SplitExecute._plans[key]
         self._restarts, self._dead, self._done, self._given_up = 0, set(), 0, False
         self._trusted_kernel()
         self._in_trusted("get_ipython().reset(new_session=False)")
@@ -264,19 +295,26 @@ class SplitExecute(Execute):
     # --- a test cell, in the trusted kernel ---------------------------------------------------------------
 
     def _catch_up(self, position: int) -> None:
-        """Run the source's setup and helper cells before ``position`` of the plan in the trusted kernel."""
-        for kind, _, code in self._plan.order[self._done : position]:
-            if kind != "test":
+        """Run the source's setup and helper cells before ``position`` of the plan in the trusted kernel (not
+        the demos: nothing reads their names)."""
+        for kind, grade_id, code in self._plan.order[self._done : position]:
+            if kind != "test" and grade_id not in self._plan.demos:
                 self._in_trusted(code)
         self._done = max(self._done, position)
 
     def _helper(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
         """A cell of ``Plan.helpers`` (a helper of the tests, a demo of the library): the source's code, run
-        in place in the trusted kernel."""
+        in place in the trusted kernel; a demo run before in this process gets a copy of its outputs."""
         position = self._plan.position("helper", grade_id)
+        demo = self._plan.key(position) if grade_id in self._plan.demos else None
+        if demo in SplitExecute._demo_outputs:
+            cell.outputs, cell.execution_count = copy.deepcopy(SplitExecute._demo_outputs[demo])
+            return cell
         self._catch_up(position)
         cell = self._in_trusted_cell(cell, index, self._plan.helpers[grade_id])
         self._done = max(self._done, position + 1)
+        if demo and not any(output.output_type == "error" for output in cell.outputs):
+            SplitExecute._demo_outputs[demo] = copy.deepcopy((cell.outputs, cell.execution_count))
         return cell
 
     def _test(self, cell: NotebookNode, index: int, grade_id: str) -> NotebookNode:
@@ -480,6 +518,39 @@ class RestoreDeletedCells(OverwriteCells):
             )
             after = [where[name] + 1 for name in order[:index] if name in where]
             nb.cells.insert(max(after, default=0), restored)
+        return nb, resources
+
+
+class _CompiledSchema(BaseMetadataValidator):
+    """``validate_cell`` with nbgrader's metadata schema compiled once: ``jsonschema.validate`` checks the
+    schema itself (nbgrader's constant file) on every call, 2 ms a cell: 0.13 s a notebook of exercise 2."""
+
+    _validators: dict[int, Any] = {}  # schema version -> its jsonschema validator
+
+    def validate_cell(self, cell: NotebookNode) -> None:
+        meta = cell.metadata.get("nbgrader")
+        if meta is None or meta.get("schema_version", 0) != self.schema_version:
+            return super().validate_cell(cell)  # nbgrader's own error for a schema too old or too new
+        if self.schema_version not in self._validators:
+            self._validators[self.schema_version] = validator_for(self.schema)(self.schema)
+        self._validators[self.schema_version].validate(meta)
+
+
+class MetadataValidator(MetadataValidatorV3, _CompiledSchema):
+    """nbgrader's current metadata validator, its schema checked through ``_CompiledSchema``."""
+
+
+class CheckCellMetadataCompiled(CheckCellMetadata):
+    """nbgrader's CheckCellMetadata with ``MetadataValidator``: the same checks, the same error."""
+
+    def preprocess(self, nb: NotebookNode, resources: Any) -> tuple:
+        try:
+            MetadataValidator().validate_nb(nb)
+        except ValidationError:
+            self.log.error(traceback.format_exc())
+            raise ValidationError(
+                "Notebook failed to validate; the nbgrader metadata may be corrupted."
+            ) from None
         return nb, resources
 
 

@@ -389,6 +389,19 @@ def test_helper_cells_run_in_the_trusted_kernel_in_place(course):
     assert "not available while this exercise is graded" in str(test.outputs)  # torch was a stub
 
 
+def test_a_demo_runs_once_per_batch_and_every_submission_gets_its_outputs(course):
+    """The library demo of exercise 2 reads nothing of the learner's (Plan.demos): the batch ran it for its
+    first submission of exercise 2 only (nbclient stamps the cells it executes), the others got a copy."""
+    demos = []
+    for nb_path in sorted((course["root"] / "autograded").glob("*/02_vanishing_gradients/*.ipynb")):
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nbformat.read(nb_path, 4).cells}
+        demos.append(cells["repeated_demo"])
+    assert len(demos) > 2
+    assert sum("execution" in demo.metadata for demo in demos) == 1
+    assert all(demo.outputs == demos[0].outputs for demo in demos)
+    assert any("image/png" in o.get("data", {}) for o in demos[0].outputs)
+
+
 def test_hidden_tests_and_the_instructors_environment_never_reach_the_sandbox(course):
     root = course["root"]
     printed = str(outputs(root, "hidden_reader", "03_lstm_gates"))

@@ -1,0 +1,134 @@
+"""What grader.grading reads from an assignment's source notebook, and its metadata check, without a kernel.
+
+- ``Plan``: which locked cells run in the trusted kernel only (helpers), and which of those are demos (cells
+  whose names nothing else reads, run once per grading process), for the course's exercises and for
+  hand-made notebooks whose answer is known by construction.
+- ``CheckCellMetadataCompiled`` against nbgrader's own ``CheckCellMetadata``: the same verdict and error
+  type on sound and corrupted metadata.
+- ``grader.sandbox.font_cache``: matplotlib's font list that every sandbox gets a copy of names fonts of the
+  system and of matplotlib only.
+"""
+
+import copy
+import json
+import sys
+
+import nbformat
+import pytest
+from conftest import SOURCE
+from nbformat.v4 import new_code_cell, new_notebook
+from nbgrader.preprocessors import CheckCellMetadata
+
+from grader import sandbox
+from grader.grading import CheckCellMetadataCompiled, Plan
+
+
+def cell(source: str, grade_id: str | None = None, *, solution=False, grade=False, locked=True, points=1):
+    meta = {"grade": grade, "solution": solution, "locked": locked and not solution, "schema_version": 3}
+    if grade_id is not None:
+        meta["grade_id"] = grade_id
+    if grade:
+        meta["points"] = points
+    return new_code_cell(source, metadata={"nbgrader": meta} if grade_id else {})
+
+
+def plan_of(*cells) -> Plan:
+    return Plan(new_notebook(cells=list(cells)))
+
+
+# Read off the notebooks by hand: the locked cells that use no learner name and that no sandbox cell needs.
+EXPECTED = {
+    "01_recurrent_cell": ({"times_three_demo"}, {"times_three_demo"}),
+    "02_vanishing_gradients": ({"reference_helpers", "repeated_demo"}, {"repeated_demo"}),
+    "03_lstm_gates": (set(), set()),
+    "04_gru_gates": ({"ewma_demo"}, {"ewma_demo"}),
+    "05_lstm_backward": (set(), set()),
+    "06_train_and_compare": (set(), set()),
+}
+
+
+@pytest.mark.parametrize("assignment", sorted(EXPECTED))
+def test_the_exercises_helpers_and_demos(assignment):
+    (path,) = (SOURCE / assignment).glob("*.ipynb")
+    plan = Plan(nbformat.read(path, as_version=4))
+    helpers, demos = EXPECTED[assignment]
+    assert set(plan.helpers) == helpers
+    assert plan.demos == demos
+
+
+def test_a_helper_read_by_a_test_is_no_demo_and_a_cell_the_sandbox_needs_is_no_helper():
+    plan = plan_of(
+        cell("import numpy as np", "imports"),
+        cell("def reference(x):\n    return 2 * x", "helpers"),  # read by the test: a helper, not a demo
+        cell("SCALE = 3", "given"),  # read by the answer: runs in the sandbox too
+        cell("def double(x):\n    return SCALE * np.asarray(x)", "answer", solution=True),
+        cell("assert double(1) == reference(1)", "test", grade=True),
+        cell("table = {k: k * k for k in range(3)}\nprint(table)", "demo"),  # nothing reads table
+        cell("print(double(2))", "uses_answer"),  # reads a learner name: a sandbox cell
+    )
+    assert set(plan.helpers) == {"helpers", "demo"}
+    assert plan.demos == {"demo"}
+    assert plan.learner_names == {"double"}
+
+
+def test_a_demo_s_key_changes_with_any_code_run_before_it():
+    cells = [cell("import numpy as np", "imports"), cell("shown = np.arange(3)\nprint(shown)", "demo")]
+    one, two = plan_of(*cells), plan_of(cell("import numpy as np  # another", "imports"), cells[1])
+    assert one.demos == two.demos == {"demo"}
+    position = one.position("helper", "demo")
+    assert one.key(position) != two.key(position)
+    assert one.key(position) == plan_of(*copy.deepcopy(cells)).key(position)
+
+
+def sound() -> nbformat.NotebookNode:
+    return new_notebook(cells=[cell("x = 1", "given"), cell("def f(): pass", "answer", solution=True),
+                               cell("assert f() is None", "test", grade=True)])  # fmt: skip
+
+
+def corrupted(change) -> nbformat.NotebookNode:
+    nb = sound()
+    change(nb.cells)
+    return nb
+
+
+CASES = {
+    "sound": sound(),
+    "duplicate grade_id": corrupted(lambda cells: cells[1].metadata.nbgrader.update(grade_id="given")),
+    "points missing": corrupted(lambda cells: cells[2].metadata.nbgrader.pop("points")),
+    "points not a number": corrupted(lambda cells: cells[2].metadata.nbgrader.update(points="many")),
+    "grade not a bool": corrupted(lambda cells: cells[2].metadata.nbgrader.update(grade="yes")),
+    "grade_id empty": corrupted(lambda cells: cells[0].metadata.nbgrader.update(grade_id="")),
+    "schema too old": corrupted(lambda cells: cells[0].metadata.nbgrader.update(schema_version=1)),
+    "schema too new": corrupted(lambda cells: cells[0].metadata.nbgrader.update(schema_version=9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_compiled_metadata_check_agrees_with_nbgrader_s(case):
+    def verdict(preprocessor) -> str:
+        try:
+            preprocessor.preprocess(copy.deepcopy(CASES[case]), {})
+        except Exception as error:  # noqa: BLE001 - the verdict is the type of error, whatever it is
+            return type(error).__name__
+        return "ok"
+
+    expected = verdict(CheckCellMetadata())
+    assert (expected == "ok") == (case == "sound")
+    assert verdict(CheckCellMetadataCompiled()) == expected
+
+
+def test_the_sandbox_s_font_list_names_only_system_and_matplotlib_fonts(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(sandbox, "BASE", tmp_path)
+    monkeypatch.setattr(sandbox, "FONT_CACHE", tmp_path / "mpl")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / ".fonts").mkdir(parents=True)  # a font of the caller's own would be listed from here
+    built = sandbox.font_cache()
+    assert built == tmp_path / "mpl"
+    (listing,) = built.glob("fontlist-*.json")
+    fonts = json.loads(listing.read_text())["ttflist"]
+    assert fonts, "no font listed"
+    # matplotlib names its own fonts relative to its data folder
+    assert all(not f["fname"].startswith("/") or f["fname"].startswith(("/usr/", sys.prefix)) for f in fonts)
+    assert sandbox.font_cache() == built  # built once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "mpl"]  # no half-built list left
