@@ -252,7 +252,13 @@ class SplitExecute(Execute):
         self._plan = SplitExecute._plans[key]
         self._restarts, self._dead, self._done, self._given_up = 0, set(), 0, False
         self._trusted_kernel()
-        self._in_trusted("get_ipython().reset(new_session=False)")
+        self._sent: list[str] = []
+        self._send_trusted("get_ipython().reset(new_session=False)")
+        for kind, _, code in self._plan.order:  # the leading setup cells too: run while the sandbox starts
+            if kind != "setup":
+                break
+            self._send_trusted(code)
+            self._done += 1
         self._managers: list[SandboxKernelManager] = []
         try:
             return super().preprocess(nb, resources, km)
@@ -260,6 +266,7 @@ class SplitExecute(Execute):
             for manager in self._managers:
                 if isinstance(manager, SandboxKernelManager):
                     manager.release()
+            self._settle()
 
     def create_kernel_manager(self) -> KernelManager:
         km = super().create_kernel_manager()
@@ -334,6 +341,7 @@ class SplitExecute(Execute):
     def _in_trusted_cell(self, cell: NotebookNode, index: int, code: str) -> NotebookNode:
         """Execute the source's ``code`` as ``cell`` in the trusted kernel, outputs recorded in the cell; the
         cell keeps the source it was shown with (as nbgrader restored it, with its note if it was deleted)."""
+        self._settle()
         shown, cell.source = cell.source, code
         sandbox = self.km, self.kc
         self.km, self.kc = self._trusted
@@ -375,14 +383,22 @@ class SplitExecute(Execute):
         SplitExecute._trusted = km, kc
         atexit.register(lambda: (kc.stop_channels(), run_sync(km.shutdown_kernel)(now=True)))
 
+    def _send_trusted(self, code: str) -> None:
+        """Start trusted code silently in the trusted kernel without waiting for it (``_settle`` does)."""
+        self._sent.append(self._trusted[1].execute(code, silent=True, store_history=False))
+
+    def _settle(self) -> None:
+        """Wait for the trusted code sent by ``_send_trusted``; a failure is logged."""
+        while self._sent:
+            reply = run_sync(_reply)(self._trusted[1], self._sent.pop(0), self.timeout)
+            if reply["content"]["status"] != "ok":
+                content = reply["content"]
+                self.log.warning("trusted kernel: %s: %s", content.get("ename"), content.get("evalue"))
+
     def _in_trusted(self, code: str) -> None:
         """Run trusted code (setup cells, the channel's bind and release) silently in the trusted kernel."""
-        km, kc = self._trusted
-        reply = run_sync(_reply)(kc, kc.execute(code, silent=True, store_history=False), self.timeout)
-        if reply["content"]["status"] != "ok":
-            self.log.warning(
-                "trusted kernel: %s: %s", reply["content"].get("ename"), reply["content"].get("evalue")
-            )
+        self._send_trusted(code)
+        self._settle()
 
     # --- a dead sandbox -------------------------------------------------------------------------------
 
