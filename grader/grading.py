@@ -9,7 +9,9 @@ validate and JupyterLab keep the plain kernel) runs each code cell of a submissi
 - the **trusted kernel** (a plain python3 kernel that never runs learner code, kept warm across submissions
   and reset for each notebook): each test cell, visible and hidden, taken from the assignment's source
   notebook by its grade_id, after the source's setup cells (imports, helpers, constants: the locked cells
-  that use no name an answer defines).
+  that use no name an answer defines; the first of them run while the sandbox starts). A locked cell that
+  only the tests need runs there too, in place (``Plan.helpers``); one whose names nothing reads (a demo of
+  the library) runs once per grading process, later notebooks get a copy of its outputs (``Plan.demos``).
 
 A test reads the learner's work through grader.channel only: before each test cell, the names that the
 source's answer cells define are bound in the trusted namespace, functions as proxies that call them in
