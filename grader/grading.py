@@ -198,13 +198,16 @@ class Plan:
             sandbox_cells += [locked.pop(gid) for gid in needed]
         self.helpers = locked
         self.order = [("helper" if gid in locked else kind, gid, code) for kind, gid, code in self.order]
-        # A helper whose names no other cell of the trusted kernel reads (a demo of the library: a figure,
-        # a table) gives every submission the same outputs: it runs once per grading process (SplitExecute).
+        # A helper whose names no other cell of the trusted kernel reads, and which uses nothing a test cell
+        # defines (a test's functions call the learner's), gives every submission the same outputs: a demo of
+        # the library (a figure, a table). It runs once per grading process (SplitExecute).
         read = [(gid, used_names(_python(code))) for _, gid, code in self.order]
+        tests = set().union(*(defined_names(_python(code)) for code in self.tests.values()))
         self.demos = {
             gid
             for gid, code in locked.items()
             if not defined_names(_python(code)) & set().union(*(r for g, r in read if g != gid))
+            and not used_names(_python(code)) & tests
         }
 
     def key(self, position: int) -> str:

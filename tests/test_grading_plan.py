@@ -71,6 +71,17 @@ def test_a_helper_read_by_a_test_is_no_demo_and_a_cell_the_sandbox_needs_is_no_h
     assert plan.learner_names == {"double"}
 
 
+def test_a_cell_that_calls_a_test_s_function_is_no_demo():
+    """A test's function calls the learner's: a cell using it would show each learner's own result."""
+    plan = plan_of(
+        cell("def double(x):\n    return 2 * x", "answer", solution=True),
+        cell("def check(x):\n    assert double(x) == 2 * x\n    return double(x)", "test", grade=True),
+        cell("shown = check(3)\nprint(shown)", "calls_the_test"),
+    )
+    assert set(plan.helpers) == {"calls_the_test"}
+    assert plan.demos == set()
+
+
 def test_a_demo_s_key_changes_with_any_code_run_before_it():
     cells = [cell("import numpy as np", "imports"), cell("shown = np.arange(3)\nprint(shown)", "demo")]
     one, two = plan_of(*cells), plan_of(cell("import numpy as np  # another", "imports"), cells[1])
