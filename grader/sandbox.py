@@ -163,18 +163,18 @@ def font_cache() -> Path | None:
     """
     if FONT_CACHE.is_dir() or find_spec("matplotlib") is None:
         return FONT_CACHE if FONT_CACHE.is_dir() else None
-    building = Path(tempfile.mkdtemp(prefix="mpl-", dir=BASE))
+    try:
+        building = Path(tempfile.mkdtemp(prefix="mpl-", dir=BASE))
+    except OSError:
+        return None
     env = {"MPLCONFIGDIR": str(building), "HOME": str(building), "PATH": os.environ.get("PATH", "")}
     try:
         subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)  # fmt: skip
         building.rename(FONT_CACHE)
-    except subprocess.SubprocessError:  # no list: each sandbox scans the fonts itself, as before
+    except (subprocess.SubprocessError, OSError):  # no list, or another sandbox's came first
         shutil.rmtree(building, ignore_errors=True)
-        return None
-    except OSError:  # another sandbox built it at the same time
-        shutil.rmtree(building, ignore_errors=True)
-    return FONT_CACHE
+    return FONT_CACHE if FONT_CACHE.is_dir() else None  # without it, each sandbox scans the fonts itself
 
 
 def lock(folder: Path) -> int:

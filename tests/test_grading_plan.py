@@ -143,3 +143,15 @@ def test_the_sandbox_s_font_list_names_only_system_and_matplotlib_fonts(tmp_path
     assert all(not f["fname"].startswith("/") or f["fname"].startswith(("/usr/", sys.prefix)) for f in fonts)
     assert sandbox.font_cache() == built  # built once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "mpl"]  # no half-built list left
+
+
+def test_without_a_font_list_the_sandbox_goes_on_as_before(tmp_path, monkeypatch):
+    """A list that cannot be built is no error: font_cache() says None and leaves nothing behind."""
+    monkeypatch.setattr(sandbox, "BASE", tmp_path)
+    monkeypatch.setattr(sandbox, "FONT_CACHE", tmp_path / "mpl")
+    monkeypatch.setattr(sandbox.sys, "executable", str(tmp_path / "no-python"))
+    assert sandbox.font_cache() is None
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(sandbox, "BASE", tmp_path / "missing")  # not even a place to build it
+    monkeypatch.setattr(sandbox, "FONT_CACHE", tmp_path / "missing" / "mpl")
+    assert sandbox.font_cache() is None
