@@ -11,7 +11,9 @@
 
 import copy
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -132,13 +134,18 @@ def test_the_sandbox_s_font_list_names_only_system_and_matplotlib_fonts(tmp_path
     pytest.importorskip("matplotlib")
     monkeypatch.setattr(sandbox, "BASE", tmp_path)
     monkeypatch.setattr(sandbox, "FONT_CACHE", tmp_path / "mpl")
+    import matplotlib
+
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (tmp_path / "home" / ".fonts").mkdir(parents=True)  # a font of the caller's own would be listed from here
+    (tmp_path / "home" / ".fonts").mkdir(parents=True)  # matplotlib lists the fonts of ~/.fonts: one is here
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    shutil.copy(dejavu, tmp_path / "home" / ".fonts" / "Planted.ttf")
     built = sandbox.font_cache()
     assert built == tmp_path / "mpl"
     (listing,) = built.glob("fontlist-*.json")
     fonts = json.loads(listing.read_text())["ttflist"]
     assert fonts, "no font listed"
+    assert not [f for f in fonts if "Planted" in f["fname"]]
     # matplotlib names its own fonts relative to its data folder
     assert all(not f["fname"].startswith("/") or f["fname"].startswith(("/usr/", sys.prefix)) for f in fonts)
     assert sandbox.font_cache() == built  # built once

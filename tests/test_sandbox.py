@@ -24,7 +24,7 @@ from conftest import nbgrader, needs_sandbox
 from exercise_model import LOADED
 from nbgrader.api import Gradebook
 
-from grader.sandbox import BASE, CGROUP_V1, UIDS
+from grader.sandbox import BASE, CGROUP_V1, FONT_CACHE, UIDS
 
 pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 BIN = Path(sys.executable).parent
@@ -125,6 +125,27 @@ def autograd_norms(rnn, x, alpha=0.0):
 rnn_norms, rnn_distance = None, 7
 """,
         True,
+    ),
+    # graded first of the batch's exercise 2: the demo it runs in the trusted kernel is copied to every
+    # later learner (Plan.demos), and every sandbox gets a copy of one font list (grader.sandbox.font_cache)
+    "demo_poisoner": (
+        "02_vanishing_gradients",
+        "first_below",
+        """
+import glob, os
+from rnnlib import plots, vanishing
+vanishing.repeated_vs_distinct = lambda **kw: {"repeated": np.full(61, 1e9), "distinct": np.full(61, 1e9)}
+plots.plot_repeated_vs_distinct = lambda ax, results: ax.set_title("POISONED")
+results = rho = result = "POISONED"
+for path in glob.glob("/run/rnn-grader/mpl/*") + glob.glob(os.environ.get("MPLCONFIGDIR", "") + "/*"):
+    try:
+        open(path, "w").write('{"_version": "POISONED"}')
+        print("overwrote", path)
+    except OSError as error:
+        print("could not write", path, error)
+"""
+        + LOADED["02_vanishing_gradients"].answers["first_below"],
+        False,
     ),
     # changing what the tests use
     "patch_checks": (
@@ -330,6 +351,7 @@ def course(tmp_path_factory, listener) -> dict:
         hand_in(root, HONEST, a, submission(root, a, {}))
     nbgrader("autograde", "*", "--student", HONEST, cwd=root)
     clean = rows(root, HONEST), {a: outputs(root, HONEST, a) for a in ASSIGNMENTS}
+    fonts = {p.name: p.read_bytes() for p in FONT_CACHE.iterdir()}  # built by the clean run's first sandbox
     port = listener.getsockname()[1]
     for student, (a, function, code, _) in ATTACKS.items():
         (gid,) = [g for g, names in LOADED[a].binds.items() if function in names]
@@ -346,7 +368,7 @@ def course(tmp_path_factory, listener) -> dict:
         if not left:
             break
         time.sleep(0.2)
-    return {"root": root, "clean": clean, "log": log, "leftovers": left}
+    return {"root": root, "clean": clean, "log": log, "leftovers": left, "fonts": fonts}
 
 
 @pytest.mark.parametrize("student", sorted(ATTACKS))
@@ -400,6 +422,24 @@ def test_a_demo_runs_once_per_batch_and_every_submission_gets_its_outputs(course
     assert sum("execution" in demo.metadata for demo in demos) == 1
     assert all(demo.outputs == demos[0].outputs for demo in demos)
     assert any("image/png" in o.get("data", {}) for o in demos[0].outputs)
+
+
+def test_the_first_learner_of_a_batch_cannot_change_the_demo_or_the_font_list_the_others_get(course):
+    """demo_poisoner was the one whose notebook ran exercise 2's demo (its cell alone has nbclient's stamp);
+    what it patched in its sandbox did not reach the demo (its outputs are the clean run's), it could not see
+    the machine's font list (only its own copy), and that list is byte for byte what it was before."""
+    root = course["root"]
+    nb = nbformat.read(root / "autograded" / "demo_poisoner" / "02_vanishing_gradients"
+                       / "vanishing_gradients.ipynb", 4)  # fmt: skip
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    assert "execution" in cells["repeated_demo"].metadata
+    position = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells].index("repeated_demo")
+    clean = course["clean"][1]["02_vanishing_gradients"][position]
+    assert outputs(root, "demo_poisoner", "02_vanishing_gradients")[position] == clean
+    assert "POISONED" not in str(clean)
+    printed = str(cells["first_below"].outputs)
+    assert f"overwrote {FONT_CACHE}/" not in printed and "/mpl/fontlist" in printed  # its own copy only
+    assert {p.name: p.read_bytes() for p in FONT_CACHE.iterdir()} == course["fonts"]
 
 
 def test_hidden_tests_and_the_instructors_environment_never_reach_the_sandbox(course):
