@@ -200,20 +200,18 @@ class Plan:
         self.order = [("helper" if gid in locked else kind, gid, code) for kind, gid, code in self.order]
         # A helper whose names no other cell of the trusted kernel reads, and which uses nothing a test cell
         # defines (a test's functions call the learner's), gives every submission the same outputs: a demo of
-        # the library (a figure, a table). It runs once per grading process (SplitExecute).
+        # the library (a figure, a table). It runs once per grading process (SplitExecute), its outputs kept
+        # under a key of all the code run up to it (what the trusted kernel's state then depends on).
         read = [(gid, used_names(_python(code))) for _, gid, code in self.order]
         tests = set().union(*(defined_names(_python(code)) for code in self.tests.values()))
-        self.demos = {
-            gid
-            for gid, code in locked.items()
-            if not defined_names(_python(code)) & set().union(*(r for g, r in read if g != gid))
-            and not used_names(_python(code)) & tests
-        }
-
-    def key(self, position: int) -> str:
-        """What the trusted kernel's state at ``position`` of ``order`` depends on: the code run up to it."""
-        code = "\0".join(code for _, _, code in self.order[: position + 1])
-        return hashlib.sha256(code.encode()).hexdigest()
+        self.demos: dict[str, str] = {}  # grade_id -> key
+        for position, (_, gid, _) in enumerate(self.order):
+            code = locked.get(gid)
+            if code is None or used_names(_python(code)) & tests:
+                continue
+            if not defined_names(_python(code)) & set().union(*(r for g, r in read if g != gid)):
+                run = "\0".join(c for _, _, c in self.order[: position + 1])
+                self.demos[gid] = hashlib.sha256(run.encode()).hexdigest()
 
     def position(self, kind: str, grade_id: str) -> int:
         """Where the test or helper ``grade_id`` is in ``order``."""
@@ -234,7 +232,7 @@ class SplitExecute(Execute):
     trusted_kernel_name = Unicode("python3", help="The kernel the tests run in.").tag(config=True)
     max_restarts = Integer(3, help="Fresh sandboxes per notebook after the kernel died.").tag(config=True)
     _trusted: tuple[KernelManager, Any] | None = None  # (manager, client), shared by the process's instances
-    _demo_outputs: dict[str, tuple] = {}  # Plan.key of a demo -> (outputs, execution_count), shared likewise
+    _demo_outputs: dict[str, tuple] = {}  # a demo's key (Plan.demos) -> (outputs, execution_count), likewise
     _plans: dict[tuple[str, int], Plan] = {}  # (source notebook, its mtime) -> its Plan, shared likewise
 
     def __init__(self, **kwargs: Any) -> None:
@@ -318,7 +316,7 @@ class SplitExecute(Execute):
         """A cell of ``Plan.helpers`` (a helper of the tests, a demo of the library): the source's code, run
         in place in the trusted kernel; a demo run before in this process gets a copy of its outputs."""
         position = self._plan.position("helper", grade_id)
-        demo = self._plan.key(position) if grade_id in self._plan.demos else None
+        demo = self._plan.demos.get(grade_id)
         if demo in SplitExecute._demo_outputs:
             cell.outputs, cell.execution_count = copy.deepcopy(SplitExecute._demo_outputs[demo])
             return cell
