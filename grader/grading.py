@@ -67,11 +67,12 @@ from grader.sandbox import BASE, OPT_OUTS, SETTINGS, lock
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
 SERVE_GRACE = 10  # seconds the sandbox gets to finish its part after a test cell, before an interrupt
-# The trusted kernel's reset for each notebook. IPython's reset ends in a full garbage collection, which scans
-# every object of torch and the other modules loaded (0.1 s of CPU, a tenth of grading a notebook of
-# exercise 1); gc.freeze() leaves what survives a reset out of later collections. A notebook's own objects are
-# made after the freeze, so the next reset still collects them.
-RESET = "get_ipython().reset(new_session=False); __import__('gc').freeze()"
+# The trusted kernel's reset for each notebook. IPython's reset collects garbage before it clears the
+# namespace, so a notebook's cycles are only freed by the next full collection, which scans every object of
+# torch and the other modules loaded (0.1 s of CPU, a tenth of grading a notebook of exercise 1). Here the
+# notebook's garbage is collected at once, and gc.freeze() leaves what survives (modules, mostly) out of
+# later collections.
+RESET = "get_ipython().reset(new_session=False); __import__('gc').collect(); __import__('gc').freeze()"
 
 
 class ReadyClient(AsyncKernelClient):
