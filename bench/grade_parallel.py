@@ -25,12 +25,15 @@ ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_TH
 
 
 def run(*args: str | Path, cwd: Path) -> float:
-    """Wall seconds of a command (which must succeed)."""
+    """Wall seconds of a command, which must succeed. If not, the end of its output is printed, with the end
+    of the log of each submission it names as failed (`python -m grader grade`), before the course goes."""
     start = time.perf_counter()
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=3600)  # fmt: skip
     if done.returncode:
-        sys.exit(f"{' '.join(map(str, args))} failed:\n{done.stdout[-3000:]}")
+        failed = [line.split("failed: ", 1)[1] for line in done.stdout.splitlines() if "  failed: " in line]
+        tails = "".join(f"\n--- {log}\n{Path(log).read_text()[-6000:]}" for log in failed)
+        sys.exit(f"{' '.join(map(str, args))} failed:\n{done.stdout[-3000:]}{tails}")
     return time.perf_counter() - start
 
 

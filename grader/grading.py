@@ -62,7 +62,7 @@ from nbgrader.preprocessors import (
 from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
-from grader.sandbox import BASE, OPT_OUTS, SETTINGS, lock
+from grader.sandbox import BASE, OPT_OUTS, SETTINGS, private_folder
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
@@ -126,9 +126,8 @@ class SandboxKernelManager(AsyncKernelManager):
         super().__init__(**kwargs)
         BASE.mkdir(mode=0o711, parents=True, exist_ok=True)
         # ipc: the sockets are files, reachable in the sandbox's own network namespace
-        self.private = Path(tempfile.mkdtemp(prefix="k-", dir=BASE))
-        self.private.chmod(0o700)
-        self._lock = lock(self.private)  # released when this grading ends, however: then it may be swept
+        # locked until this grading ends, however it ends: then it may be swept
+        self.private, self._lock = private_folder()
         self.transport, self.ip = "ipc", str(self.private / "kernel")
 
     @default("kernel_spec_manager")

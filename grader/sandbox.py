@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -184,23 +186,46 @@ def lock(folder: Path) -> int:
     return fd
 
 
+@contextmanager
+def _sweeping(how: int) -> Iterator[None]:
+    """BASE/.sweep locked: exclusively by a sweep, shared while a private folder is made and locked."""
+    fd = os.open(BASE / ".sweep", os.O_CREAT | os.O_RDONLY, 0o600)
+    try:
+        fcntl.flock(fd, how)
+        yield
+    finally:
+        os.close(fd)
+
+
+def private_folder() -> tuple[Path, int]:
+    """A new private folder in BASE for one grading kernel (mode 0700), and its lock (see ``lock``).
+
+    Made and locked under a shared lock that ``sweep`` takes exclusively: otherwise the sweep of a grading
+    running in parallel could take a folder made but not yet locked for a leftover, and remove it.
+    """
+    with _sweeping(fcntl.LOCK_SH):
+        folder = Path(tempfile.mkdtemp(prefix="k-", dir=BASE))
+        return folder, lock(folder)
+
+
 def sweep() -> list[str]:
     """Remove what gradings whose processes were killed left behind (their folders are no longer locked)."""
     removed = []
-    for private in BASE.glob("k-*"):
-        if not private.is_dir() or "." in private.name:
-            continue
-        try:
-            fd = lock(private)
-        except OSError:
-            continue  # a grading in progress
-        try:
-            Cgroup.existing(private.name).destroy()
-            for leftover in [private, *BASE.glob(f"{private.name}.*")]:
-                shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(private.name)
-        finally:
-            os.close(fd)
+    with _sweeping(fcntl.LOCK_EX):
+        for private in BASE.glob("k-*"):
+            if not private.is_dir() or "." in private.name:
+                continue
+            try:
+                fd = lock(private)
+            except OSError:
+                continue  # a grading in progress
+            try:
+                Cgroup.existing(private.name).destroy()
+                for leftover in [private, *BASE.glob(f"{private.name}.*")]:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(private.name)
+            finally:
+                os.close(fd)
     return removed
 
 

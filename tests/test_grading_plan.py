@@ -7,12 +7,18 @@
   type on sound and corrupted metadata.
 - ``grader.sandbox.font_cache``: matplotlib's font list that every sandbox gets a copy of names fonts of the
   system and of matplotlib only.
+- ``grader.sandbox.sweep``: it removes what killed gradings left, never the folder of a grading that is being
+  set up in parallel.
 """
 
 import copy
+import fcntl
 import json
+import os
 import shutil
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import nbformat
@@ -161,3 +167,29 @@ def test_without_a_font_list_the_sandbox_goes_on_as_before(tmp_path, monkeypatch
     monkeypatch.setattr(sandbox, "BASE", tmp_path / "missing")  # not even a place to build it
     monkeypatch.setattr(sandbox, "FONT_CACHE", tmp_path / "missing" / "mpl")
     assert sandbox.font_cache() is None
+
+
+def test_a_sweep_waits_for_a_folder_being_made_and_removes_only_leftovers(tmp_path, monkeypatch):
+    """A grading's private folder is made, then locked (private_folder); the sweep of a grading running in
+    parallel must not take it for a leftover in between. That step is held open here by hand."""
+    monkeypatch.setattr(sandbox, "BASE", tmp_path)
+    killed = [tmp_path / "k-killed", tmp_path / "k-killed.view"]  # a grading killed before its teardown
+    for folder in killed:
+        folder.mkdir()
+    swept: list[str] = []
+    with sandbox._sweeping(fcntl.LOCK_SH):
+        made = Path(tempfile.mkdtemp(prefix="k-", dir=tmp_path))  # made, not locked yet
+        sweeper = threading.Thread(target=lambda: swept.extend(sandbox.sweep()))
+        sweeper.start()
+        sweeper.join(timeout=1.0)
+        assert sweeper.is_alive() and made.exists(), "the sweep did not wait"
+        fd = sandbox.lock(made)
+    sweeper.join(timeout=60)
+    assert swept == ["k-killed"] and made.exists() and not any(f.exists() for f in killed)
+    os.close(fd)  # its grading is over: now it is a leftover
+    assert sandbox.sweep() == [made.name] and not made.exists()
+    folder, fd = sandbox.private_folder()
+    try:
+        assert folder.stat().st_mode & 0o777 == 0o700 and sandbox.sweep() == [] and folder.exists()
+    finally:
+        os.close(fd)
