@@ -1,7 +1,7 @@
 """Shared by the whole test-suite: the repository's paths and the book's pages (_toc.yml), commands run with
 the venv first on PATH (nbgrader calls alembic) and a timeout, Chromium's options, and a visible skip for the
 tests that autograde on a machine where grader.sandbox cannot set up its protections (autograde refuses to
-grade there, as it should).
+grade there, as it should), and what a grading may not leave behind (``leftovers``).
 
 Tests import these names (``from conftest import REPO, nbgrader``) and the exercise model of
 ``tests/exercise_model.py``; no test module imports another.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.sandbox import missing
+from grader.sandbox import BASE, CGROUP_V1, UIDS, missing
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE, RELEASE = REPO / "solutions", REPO / "exercises"
@@ -69,3 +69,27 @@ def run(*args: str | Path, cwd: Path, check: bool = True, timeout: float = TIMEO
 
 def nbgrader(*args: str | Path, cwd: Path) -> str:
     return run(Path(sys.executable).parent / "nbgrader", *args, cwd=cwd)
+
+
+def leftovers() -> list[str]:
+    """Processes of the grading uids, sandbox folders, cgroups, and files the sandboxes' uids own in /tmp."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid in UIDS:
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]  # state, parent
+                found.append(f"process {proc.name} {state}: {(proc / 'cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            pass
+    found += [str(p) for p in BASE.glob("k-*")]
+    found += [str(p) for p in CGROUP_V1.glob("*/rnn-grader/*") if p.is_dir()]
+    for folder in ("/tmp", "/dev/shm", "/var/tmp"):
+        found += [str(p) for p in Path(folder).iterdir() if _owner(p) in UIDS]
+    return found
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return -1

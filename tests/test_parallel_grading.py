@@ -49,15 +49,18 @@ from bad_submissions import (
     submit,
 )  # fmt: skip
 from conftest import REPO as ROOT
-from conftest import SOURCE
+from conftest import SOURCE, leftovers
 from nbgrader import api
 from nbgrader.api import Gradebook, MissingEntry
+
+from grader.sandbox import BASE
 
 pytestmark = [pytest.mark.nbgrader, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")  # nbgrader calls alembic
-EVERYONE = [*STUDENTS, BLANK, KILLER, *BROKEN_FILES]
+SWEEP_BLOCKER = "sweep_blocker"
+EVERYONE = [*STUDENTS, BLANK, KILLER, SWEEP_BLOCKER, *BROKEN_FILES]
 RESUMED = ["correct", "warning", "os_exit", "slow", BLANK]  # a small class for the kill-and-resume tests
 COURSE_ID = "rnn-course"
 GRADED_CELLS = len(A.tests) + len(A.manual)  # one grade row each per submission
@@ -95,6 +98,28 @@ def new_course(root: Path, db: str | None = None, env: dict | None = None) -> Pa
     return root
 
 
+# Written against grader.sandbox: every launcher first sweeps /run/rnn-grader under an exclusive flock of its
+# .sweep file, every grading makes its private folder there under a shared one, and a sandbox that dies gets a
+# fresh folder mid-notebook. This learner (right answers) holds that lock from a process of its own that
+# outlives its cells, to stall every other grading, and plants folders for the sweeps to find.
+BLOCK_SWEEPS = """
+import os, subprocess, sys
+HOLD = (
+    "import fcntl, os, time\\n"
+    "os.makedirs('/run/rnn-grader', exist_ok=True)\\n"
+    "fcntl.flock(os.open('/run/rnn-grader/.sweep', os.O_CREAT | os.O_RDONLY), fcntl.LOCK_EX)\\n"
+    "print('held', flush=True)\\n"
+    "time.sleep(3600)\\n"
+)
+holder = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True,
+                          start_new_session=True)
+print("sweep lock:", holder.stdout.readline().strip())
+for name in ("k-planted", "k-planted.view"):
+    os.makedirs(f"/run/rnn-grader/{name}", exist_ok=True)
+print("planted:", sorted(n for n in os.listdir("/run/rnn-grader") if n.startswith("k-planted")))
+"""
+
+
 def hand_in(course: Path, students: list[str]) -> None:
     """The matrix's submissions (test_grading_matrix.graded) of ``students``."""
     for student in students:
@@ -106,6 +131,8 @@ def hand_in(course: Path, students: list[str]) -> None:
             submit(course, BLANK, released(course))
         elif student == KILLER:
             submit(course, KILLER, append_to(answered(released(course)), "sigmoid", os_exit_in("sigmoid")))
+        elif student == SWEEP_BLOCKER:
+            submit(course, SWEEP_BLOCKER, append_to(answered(released(course)), "sigmoid", BLOCK_SWEEPS))
         elif student == "renamed":
             submit(course, "renamed", answered(released(course)), name="my_answers.ipynb")
         elif student == "empty_folder":
@@ -215,6 +242,22 @@ def test_parallel_keeps_the_matrix_outcomes(parallel):
         failed = not (course / "autograded" / student / A.name).is_dir()
         assert ("FAILED" in summary[student]) == failed and (str(logs / f"{student}.log") in out) == failed
     assert summary["correct"].split()[2:] == ["8", "/", "10", "ok"], summary["correct"]
+
+
+def test_a_learner_holding_the_sweep_lock_stalls_no_one_and_leaves_nothing(serial, parallel):
+    """BLOCK_SWEEPS ran (its /run is a private tmpfs, where it could do all of it), earned exactly the right
+    answers' points in both runs, every other learner's outcome is the matrix's and the serial run's (tests
+    above), and after both runs no process, folder or cgroup of a grading is left, the lock holder too."""
+    course, _ = parallel
+    for graded in (serial, course):
+        (sigmoid,) = [c for c in autograded(graded, SWEEP_BLOCKER)
+                      if c.metadata.get("nbgrader", {}).get("grade_id") == "sigmoid"]  # fmt: skip
+        said = "".join(o.get("text", "") for o in sigmoid.outputs)
+        assert "sweep lock: held" in said and "'k-planted'" in said, said
+        cells = rows(sqlite(graded), [SWEEP_BLOCKER])[SWEEP_BLOCKER][2][A.path.stem][2]
+        assert {gid: cells[gid][0] for gid in A.tests} == expected(set())
+    assert leftovers() == []
+    assert not (BASE / "k-planted").exists() and not (BASE / "k-planted.view").exists()
 
 
 def test_a_second_run_grades_only_the_failed_and_changes_nothing(serial, parallel):

@@ -20,11 +20,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import REPO as ROOT
-from conftest import nbgrader, needs_sandbox
+from conftest import leftovers, nbgrader, needs_sandbox
 from exercise_model import LOADED
 from nbgrader.api import Gradebook
 
-from grader.sandbox import BASE, CGROUP_V1, FONT_CACHE, UIDS
+from grader.sandbox import BASE, FONT_CACHE
 
 pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 BIN = Path(sys.executable).parent
@@ -305,30 +305,6 @@ def outputs(course: Path, student: str, assignment: str) -> list:
                 merged.append(o)
         cells.append(merged)
     return cells
-
-
-def leftovers() -> list[str]:
-    """Processes of the grading uids, sandbox folders, cgroups, and files the sandboxes' uids own in /tmp."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and proc.stat().st_uid in UIDS:
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]  # state, parent
-                found.append(f"process {proc.name} {state}: {(proc / 'cmdline').read_bytes()[:80]!r}")
-        except OSError:
-            pass
-    found += [str(p) for p in BASE.glob("k-*")]
-    found += [str(p) for p in CGROUP_V1.glob("*/rnn-grader/*") if p.is_dir()]
-    for folder in ("/tmp", "/dev/shm", "/var/tmp"):
-        found += [str(p) for p in Path(folder).iterdir() if _owner(p) in UIDS]
-    return found
-
-
-def _owner(path: Path) -> int:
-    try:
-        return path.lstat().st_uid
-    except OSError:
-        return -1
 
 
 @pytest.fixture(scope="module")
