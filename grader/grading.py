@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -62,7 +61,7 @@ from nbgrader.preprocessors import (
 from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
-from grader.sandbox import BASE, OPT_OUTS, SETTINGS, private_folder
+from grader.sandbox import BASE, OPT_OUTS, SETTINGS, private_folder, remove
 
 KERNEL_NAME = "rnn-grader"
 KERNELS = Path(__file__).parent / "kernels"
@@ -161,8 +160,9 @@ class SandboxKernelManager(AsyncKernelManager):
             self.release()
 
     def release(self) -> None:
-        """Remove the kernel's private folder and give up its lock (idempotent)."""
-        shutil.rmtree(self.private, ignore_errors=True)
+        """Remove the kernel's private folder, and what its launcher left if it was killed (the view, the
+        cgroup), then give up its lock (idempotent)."""
+        remove(self.private)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None

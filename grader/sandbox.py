@@ -220,13 +220,21 @@ def sweep() -> list[str]:
             except OSError:
                 continue  # a grading in progress
             try:
-                Cgroup.existing(private.name).destroy()
-                for leftover in [private, *BASE.glob(f"{private.name}.*")]:
-                    shutil.rmtree(leftover, ignore_errors=True)
+                remove(private)
                 removed.append(private.name)
             finally:
                 os.close(fd)
     return removed
+
+
+def remove(private: Path) -> None:
+    """Remove a kernel's private folder and all named after it: its launcher's view of the library and mount
+    points, and its cgroup (killing any process left in it). The launcher removes them itself, unless it was
+    killed; then the grading (``release``) or, if that was killed too, the next ``sweep`` removes them. The
+    private folder goes last: as long as anything named after it is left, ``sweep`` can find it."""
+    Cgroup.existing(private.name).destroy()
+    for leftover in [*BASE.glob(f"{private.name}.*"), private]:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def bwrap_argv(private: Path, view: Path, torch_real: bool, uid: int) -> tuple[list[str], dict[Path, Path]]:

@@ -9,6 +9,7 @@ get exactly the gradebook rows and outputs of a clean run, and after the batch n
 holder or cgroup of any sandbox may be left.
 """
 
+import asyncio
 import os
 import re
 import socket
@@ -24,7 +25,8 @@ from conftest import leftovers, nbgrader, needs_sandbox
 from exercise_model import LOADED
 from nbgrader.api import Gradebook
 
-from grader.sandbox import BASE, FONT_CACHE
+from grader.grading import KERNEL_NAME, SandboxKernelManager
+from grader.sandbox import BASE, CGROUP_V1, FONT_CACHE
 
 pytestmark = [pytest.mark.nbgrader, needs_sandbox]
 BIN = Path(sys.executable).parent
@@ -463,3 +465,33 @@ def test_grading_refuses_without_the_sandbox_and_says_why_unless_the_instructor_
     lines = [line for line in log.splitlines() if re.match(r"\[AutogradeApp \|", line)]
     assert lines and all("[UNSAFE: grading without sandbox]" in line for line in lines), lines[:5]
     assert rows(root, HONEST) == course["clean"][0]
+
+
+def test_a_killed_launcher_leaves_nothing_once_its_grading_lets_the_sandbox_go(tmp_path):
+    """The launcher tears its sandbox down itself. Killed (SIGKILL: no teardown), it leaves its view of the
+    library and its cgroup behind, and ``sweep`` never finds them once the grading has removed the private
+    folder they are named after: the grading's ``release`` removes them."""
+
+    async def killed_launcher() -> tuple[str, list[str]]:
+        km = SandboxKernelManager(kernel_name=KERNEL_NAME, assignment="01_recurrent_cell")
+        await km.start_kernel(cwd=str(tmp_path), stderr=subprocess.DEVNULL)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=120)
+            km.provisioner.process.kill()
+            km.provisioner.process.wait(timeout=30)
+            name = km.private.name
+            left = [p.name for p in [*BASE.glob(f"{name}.*"), *CGROUP_V1.glob(f"*/rnn-grader/{name}")]]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+            km.release()  # as SplitExecute does for every sandbox of a notebook
+        return name, left
+
+    name, left = asyncio.run(killed_launcher())
+    assert f"{name}.view" in left and name in left, left  # what the launcher's teardown did not remove
+    deadline = time.monotonic() + 30  # the killed sandbox's bwrap is a zombie until init reaps it
+    while leftovers() and all("['Z', '1']" in found for found in leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers() == []
