@@ -332,7 +332,7 @@ def grade(root: Path, assignments: list[str], *, workers: int, scheduler: str | 
         bar = tqdm(total=sum(len(t.students) for t in tasks), unit="submission", disable=not progress,
                    file=sys.stderr)  # fmt: skip
         for done in dispatch(tasks, workers, scheduler) if tasks else []:
-            with Gradebook(url, course_id) as gradebook:  # the batch in one transaction
+            with Gradebook(url, course_id) as gradebook:  # nbgrader commits as it goes; markers go after
                 for result in done:
                     if result.submission is not None:
                         record(gradebook, result.assignment, result.student, result.submission)
