@@ -2,7 +2,7 @@
 
 The bad-submission matrix of test_grading_matrix (exercise 01, every hostile and broken student) is handed in
 to one course, copied, and graded twice: serially by ONE `nbgrader autograde`, and in parallel by
-`python -m grader grade --workers 2` (a local Dask cluster; batches of submissions graded by nbgrader's own
+`python -m grader grade --workers 2` (threads of the command; batches of submissions graded by nbgrader's own
 autograde into throwaway gradebooks, the results imported by the command). Compared: every gradebook row
 through nbgrader's API (submissions, notebooks, grades, comments, and the row counts), `nbgrader export`'s
 CSV, the autograded notebooks (all but the execution timings), and the matrix's expected scores per test cell.
@@ -100,10 +100,15 @@ def new_course(root: Path, db: str | None = None, env: dict | None = None) -> Pa
 
 # Written against grader.sandbox: every launcher first sweeps /run/rnn-grader under an exclusive flock of its
 # .sweep file, every grading makes its private folder there under a shared one, and a sandbox that dies gets a
-# fresh folder mid-notebook. This learner (right answers) holds that lock from a process of its own that
-# outlives its cells, to stall every other grading, and plants folders for the sweeps to find.
+# fresh folder mid-notebook; once its notebook is graded, the grading (root) removes its private folder and
+# everything in /run/rnn-grader named after it (grader.sandbox.remove). This learner (right answers) holds
+# that lock from a process of its own that outlives its cells, to stall every other grading, plants folders
+# for the sweeps and for that removal to find, and leaves in its private folder (HOME's parent) a link to
+# /run/rnn-grader, every grading's folders, for root to follow when it removes the folder.
 BLOCK_SWEEPS = """
 import os, subprocess, sys
+own = os.path.dirname(os.environ["HOME"])
+os.symlink("/run/rnn-grader", own + "/every-grading")
 HOLD = (
     "import fcntl, os, time\\n"
     "os.makedirs('/run/rnn-grader', exist_ok=True)\\n"
@@ -114,10 +119,12 @@ HOLD = (
 holder = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True,
                           start_new_session=True)
 print("sweep lock:", holder.stdout.readline().strip())
-for name in ("k-planted", "k-planted.view"):
+for name in ("k-planted", "k-planted.view", os.path.basename(own) + ".planted"):
     os.makedirs(f"/run/rnn-grader/{name}", exist_ok=True)
-print("planted:", sorted(n for n in os.listdir("/run/rnn-grader") if n.startswith("k-planted")))
+print("planted:", sorted(n for n in os.listdir("/run/rnn-grader") if n.startswith("k-planted")),
+      os.path.isdir(own + ".planted"), os.readlink(own + "/every-grading"))
 """
+CANARY = BASE / "canary-of-test_parallel_grading"  # what root would remove if it followed that link
 
 
 def hand_in(course: Path, students: list[str]) -> None:
@@ -200,6 +207,8 @@ def sqlite(course: Path) -> str:
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory) -> Path:
     """The matrix graded by ONE `nbgrader autograde` (the reference), with its export."""
+    BASE.mkdir(mode=0o711, parents=True, exist_ok=True)
+    CANARY.touch()
     course = new_course(tmp_path_factory.mktemp("serial") / "course")
     hand_in(course, EVERYONE)
     nbgrader("autograde", A.name, cwd=course, check=False)
@@ -247,17 +256,20 @@ def test_parallel_keeps_the_matrix_outcomes(parallel):
 def test_a_learner_holding_the_sweep_lock_stalls_no_one_and_leaves_nothing(serial, parallel):
     """BLOCK_SWEEPS ran (its /run is a private tmpfs, where it could do all of it), earned exactly the right
     answers' points in both runs, every other learner's outcome is the matrix's and the serial run's (tests
-    above), and after both runs no process, folder or cgroup of a grading is left, the lock holder too."""
+    above), and after both runs no process, folder or cgroup of a grading is left, the lock holder too. Root
+    removed its private folder without following its link: the rest of /run/rnn-grader is still there."""
     course, _ = parallel
     for graded in (serial, course):
         (sigmoid,) = [c for c in autograded(graded, SWEEP_BLOCKER)
                       if c.metadata.get("nbgrader", {}).get("grade_id") == "sigmoid"]  # fmt: skip
         said = "".join(o.get("text", "") for o in sigmoid.outputs)
-        assert "sweep lock: held" in said and "'k-planted'" in said, said
+        assert "sweep lock: held" in said and "'k-planted'" in said and "True /run/rnn-grader" in said, said
         cells = rows(sqlite(graded), [SWEEP_BLOCKER])[SWEEP_BLOCKER][2][A.path.stem][2]
         assert {gid: cells[gid][0] for gid in A.tests} == expected(set())
     assert leftovers() == []
     assert not (BASE / "k-planted").exists() and not (BASE / "k-planted.view").exists()
+    assert CANARY.exists(), "a grading followed the learner's link and removed /run/rnn-grader's files"
+    CANARY.unlink()
 
 
 def test_a_second_run_grades_only_the_failed_and_changes_nothing(serial, parallel):
