@@ -269,6 +269,11 @@ class SplitExecute(Execute):
     kernel_name = Unicode(KERNEL_NAME, help="The sandbox kernel learner code runs in.").tag(config=True)
     trusted_kernel_name = Unicode("python3", help="The kernel the tests run in.").tag(config=True)
     max_restarts = Integer(3, help="Fresh sandboxes per notebook after the kernel died.").tag(config=True)
+    coalesce_streams = Bool(
+        True,
+        help="One stdout and one stderr output per cell: how a kernel splits a cell's prints into messages "
+        "depends on timing, and a submission's feedback should not (nbclient's trait, on here).",
+    ).tag(config=True)
     _trusted: tuple[KernelManager, Any] | None = None  # (manager, client), shared by the process's instances
     _demo_outputs: dict[str, tuple] = {}  # a demo's key (Plan.demos) -> (outputs, execution_count), likewise
     _plans: dict[tuple[str, int], Plan] = {}  # (source notebook, its mtime) -> its Plan, shared likewise

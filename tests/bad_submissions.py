@@ -91,8 +91,9 @@ def infinite_loop(nb):  # case 6: the loop runs before rnn_forward is defined
 SLEEP = 3
 
 
-def slow(nb):  # case 7: a cell that takes a few seconds, well within the timeout
-    return append_to(nb, "rnn_forward", f"import time\ntime.sleep({SLEEP})")
+def slow(nb):  # case 7: a cell that takes a few seconds, well within the timeout, printing as it goes
+    progress = f'for second in range({SLEEP}):\n    print("second", second, flush=True)\n    time.sleep(1)'
+    return append_to(nb, "rnn_forward", "import time\n" + progress)
 
 
 HIDE_ERRORS = """

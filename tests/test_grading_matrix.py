@@ -34,6 +34,7 @@ from bad_submissions import (
     LATE,
     NBGRADER,
     ON_TIME,
+    SLEEP,
     STUDENTS,
     TIMEOUT,
     TOTAL,
@@ -191,6 +192,14 @@ def test_infinite_loop_is_interrupted_after_the_timeout(graded, course):
     assert "CellTimeoutError" in [o.get("ename") for o in cells["rnn_forward"].outputs]
     assert "NameError" in [o.get("ename") for o in cells["test_rnn_forward"].outputs]
     assert graded["scores"]["slow"]["test_rnn_forward"][0] == A.tests["test_rnn_forward"]  # case 7
+
+
+def test_a_cell_printing_as_it_goes_has_one_output(graded, course):
+    """Case 7's cell prints once a second with flush: three messages from the kernel, one stdout output in
+    the autograded notebook, so that reruns and parallel gradings give the same feedback."""
+    outputs = autograded(course, "slow")["rnn_forward"].outputs
+    want = "".join(f"second {i}\n" for i in range(SLEEP))
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in outputs] == [("stream", "stdout", want)]
 
 
 def test_stderr_warning_does_not_cost_points(graded, course):
