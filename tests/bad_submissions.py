@@ -191,12 +191,21 @@ def always_equal(nb):  # case 10b: an object that is equal to everything
 FAKE = "All tests passed! rnn_forward: OK"
 
 
-def fake_output(nb):  # case 11: outputs claiming success, shipped in the notebook
+# Written against grader.grading.SplitExecute.coalesce_streams: the grader merges a cell's prints and applies
+# their carriage returns, so a line printed and then overwritten shows only what overwrote it.
+FORGED = "test_rnn_forward: 2 / 2 points, hidden tests passed"
+OVERWRITE = f"""
+print("rnn_forward: FAILED", end="\\r", flush=True)
+print("{FORGED}", flush=True)
+"""
+
+
+def fake_output(nb):  # case 11: outputs claiming success, shipped in the notebook, and printed over a line
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.execution_count = i + 1
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=FAKE + "\n")]
-    return wrong(nb, "rnn_forward")
+    return append_to(wrong(nb, "rnn_forward"), "rnn_forward", OVERWRITE)
 
 
 WARNS = """

@@ -30,6 +30,7 @@ from bad_submissions import (
     DUE,
     EVERYONE,
     FAKE,
+    FORGED,
     KILLER,
     LATE,
     NBGRADER,
@@ -147,7 +148,9 @@ def test_each_student_scores_the_points_of_the_test_cells_that_pass(graded):
 
 
 def test_locked_cells_run_as_shipped_and_fake_outputs_are_wiped(graded, course):
-    """Cases 1, 3, 11: what was executed is the released test cell, and no output came from the submission."""
+    """Cases 1, 3, 11: what was executed is the released test cell, and no shipped output survives. Case 11
+    also prints a claim of success over a line of its own (the grader applies carriage returns when it
+    merges a cell's prints): the claim stays in that answer cell and earns nothing."""
     source = cells_by_id(A.nb)
     for student, gid in [("edit_locked", "test_rnn_forward"), ("edit_locked", "test_rnn_cell_forward"),
                          ("to_markdown", "test_tanh"), ("to_markdown", "test_rnn_forward")]:  # fmt: skip
@@ -158,6 +161,12 @@ def test_locked_cells_run_as_shipped_and_fake_outputs_are_wiped(graded, course):
     assert FAKE not in json.dumps([c.get("outputs") for c in cells.values()])
     errors = [o.ename for o in cells["test_rnn_forward"].outputs if o.output_type == "error"]
     assert errors == ["AssertionError"]
+    # the forged line, printed over "FAILED" in the answer cell, reads as intended there and nowhere else;
+    # the test cell's points stay 0 (the expected scores above)
+    printed = {gid: "".join(o.get("text", "") for o in c.get("outputs", [])) for gid, c in cells.items()}
+    assert printed["rnn_forward"] == FORGED + "\n"
+    assert [gid for gid, text in printed.items() if FORGED in text] == ["rnn_forward"]
+    assert graded["scores"]["fake_output"]["test_rnn_forward"][0] == 0
 
 
 def test_deleted_cells_are_restored_and_graded(graded, course):

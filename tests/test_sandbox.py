@@ -492,6 +492,6 @@ def test_a_killed_launcher_leaves_nothing_once_its_grading_lets_the_sandbox_go(t
     name, left = asyncio.run(killed_launcher())
     assert f"{name}.view" in left and name in left, left  # what the launcher's teardown did not remove
     deadline = time.monotonic() + 30  # the killed sandbox's bwrap is a zombie until init reaps it
-    while leftovers() and all("['Z', '1']" in found for found in leftovers()) and time.monotonic() < deadline:
+    while (now := leftovers()) and all("['Z', '1']" in f for f in now) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftovers() == []
